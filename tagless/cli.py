@@ -1,0 +1,72 @@
+"""The ``tagless`` command: demo, train (eval, labels, compare, report arrive with their issues)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tagless.errors import TaglessError
+
+
+def _cmd_demo(args) -> dict:
+    from tagless.demo import run_demo
+
+    return run_demo(out_dir=args.out_dir, epochs=args.epochs, overrides=args.overrides)
+
+
+def _cmd_train(args) -> dict:
+    from tagless.config import load_config
+    from tagless.engine import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume)
+    from tagless.engine.progress import format_table
+
+    row = {"method": cfg.method.name, "steps": result.steps, "epochs": result.epochs, "final loss": result.final_loss,
+           "kNN top-1 (%)": result.knn_top1, "images/s": result.images_per_s, "wall (s)": result.wall_s}
+    print(format_table([row], title=f"tagless train {cfg.name}"))
+    print(f"run directory: {result.run_dir}")
+    return {k: v for k, v in row.items()} | {"run_dir": str(result.run_dir)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tagless", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--json", action="store_true", help="print one JSON object of the results as the last line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="pre-train MoCo-v2 and SimSiam on digits and print a kNN table")
+    p.add_argument("--out-dir", default="runs")
+    p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
+    p.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="train from a YAML config (or a bundled recipe name)")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
+    p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
+    p.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except TaglessError as e:
+        if args.debug:
+            raise
+        print(f"tagless: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tagless: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

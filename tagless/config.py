@@ -1,0 +1,63 @@
+"""The run configuration: one typed tree of sections, each owned by its subsystem.
+
+``load_config(path, overrides)`` reads YAML, applies dotted ``key=value`` overrides and
+validates strictly (see :mod:`tagless.config_io`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tagless import config_io
+from tagless.augment import ViewsConfig
+from tagless.data import DataConfig
+from tagless.engine.config import OptimConfig, TrainConfig
+from tagless.errors import TaglessError
+from tagless.methods import MethodConfig
+from tagless.models import ModelConfig
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    out_dir: str = "runs"  # the run directory is out_dir/name
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        if not self.name or "/" in self.name:
+            raise TaglessError(f"name: must be a non-empty folder name, got {self.name!r}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A YAML path, or the name of a bundled recipe (``demo_moco`` -> configs/demo_moco.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = CONFIG_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return bundled
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise TaglessError(f"config not found: {name_or_path} (bundled: {', '.join(names)})")
+
+
+def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig:
+    return config_io.load(RunConfig, resolve_config_path(path) if path else None, overrides)
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    return config_io.from_dict(RunConfig, data)

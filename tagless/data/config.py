@@ -1,0 +1,86 @@
+"""`DataConfig`: where images come from, how they are split, resized and cached."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tagless.errors import TaglessError
+
+SPLITS = ("train", "test", "all")
+LABEL_KINDS = ("auto", "single", "multi", "partial", "single_positive")
+CORRUPT_POLICIES = ("skip", "fail")
+
+
+@dataclass
+class DataConfig:
+    """Data settings. Sizes are in pixels; fractions in [0, 1].
+
+    `root` means, per source: digits/digit_scenes: unused; image_folder: the folder;
+    csv: the CSV file (or a base image folder when `csv_path` is also given);
+    cifar10/cifar100: the `cifar-10-batches-py` / `cifar-100-python` folder;
+    coco: the image folder (may contain `{split}`); voc: the VOCdevkit year folder.
+    """
+
+    source: str = "digits"  # digits | digit_scenes | image_folder | csv | cifar10 | cifar100 | coco | voc
+    root: str = ""
+    image_size: int = 32  # every image is resized to image_size x image_size RGB
+    cache_dir: str = ".cache/tagless"  # relative to the working dir; "" = no disk cache
+    on_corrupt: str = "skip"  # skip | fail: unreadable or missing image files
+    test_fraction: float = 0.2  # seeded split for sources without a given split
+    split_seed: int = 0
+    limit: int = 0  # 0 = all; else the first N of the split after a seeded shuffle
+    classes: list[str] = field(default_factory=list)  # fixed class list (folder, csv, coco, voc)
+    label_kind: str = "auto"  # auto | single | multi | partial | single_positive (CSV labels)
+    csv_path: str = ""  # csv source: the CSV; image_folder: flat form `path,labels` CSV
+    annotations: str = ""  # coco instances JSON; may contain `{split}`
+    train_split_name: str = "train"  # file/folder name of the train split (voc: trainval)
+    test_split_name: str = "test"  # name of the test split (coco: val; voc2012: val)
+    decode_workers: int = 0  # decoding threads; 0 = min(8, cpu count)
+    scene_count: int = 2000  # digit scenes in train + test (split by test_fraction)
+    scene_digits: tuple[int, int] = (1, 4)  # min, max digits per scene
+    scene_digit_size: tuple[int, int] = (12, 28)  # min, max digit side in pixels
+    scene_max_overlap: float = 0.2  # max fraction of the smaller digit square covered
+    scene_noise_std: float = 0.0  # gaussian background noise, in uint8 grey levels
+
+    def validate(self) -> None:
+        """Called by the config loader: the source must be registered and values in range."""
+        from tagless.data.registry import SOURCES
+
+        if self.source not in SOURCES:
+            raise TaglessError(f"data.source: unknown source {self.source!r}; "
+                               f"expected one of {sorted(SOURCES)}")
+        check_data_config(self)
+
+
+def _pair(value, name: str, low: int) -> tuple[int, int]:
+    if len(value) != 2 or not low <= value[0] <= value[1]:
+        raise TaglessError(f"data.{name} must be (min, max) with {low} <= min <= max, got {value}")
+    return int(value[0]), int(value[1])
+
+
+def check_data_config(cfg: DataConfig) -> None:
+    """Raise TaglessError on values no source accepts (types are checked by the config loader)."""
+    if cfg.image_size < 1:
+        raise TaglessError(f"data.image_size must be >= 1, got {cfg.image_size}")
+    if cfg.on_corrupt not in CORRUPT_POLICIES:
+        raise TaglessError(f"data.on_corrupt must be one of {CORRUPT_POLICIES}, got {cfg.on_corrupt!r}")
+    if not 0.0 <= cfg.test_fraction < 1.0:
+        raise TaglessError(f"data.test_fraction must be in [0, 1), got {cfg.test_fraction}")
+    if cfg.limit < 0:
+        raise TaglessError(f"data.limit must be >= 0, got {cfg.limit}")
+    if cfg.label_kind not in LABEL_KINDS:
+        raise TaglessError(f"data.label_kind must be one of {LABEL_KINDS}, got {cfg.label_kind!r}")
+    if len(set(cfg.classes)) != len(cfg.classes):
+        raise TaglessError("data.classes has duplicate names")
+    if cfg.scene_count < 1:
+        raise TaglessError(f"data.scene_count must be >= 1, got {cfg.scene_count}")
+    _pair(cfg.scene_digits, "scene_digits", 1)
+    _pair(cfg.scene_digit_size, "scene_digit_size", 1)
+    if not 0.0 <= cfg.scene_max_overlap <= 1.0:
+        raise TaglessError(f"data.scene_max_overlap must be in [0, 1], got {cfg.scene_max_overlap}")
+    if cfg.scene_noise_std < 0:
+        raise TaglessError(f"data.scene_noise_std must be >= 0, got {cfg.scene_noise_std}")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise TaglessError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -1,0 +1,74 @@
+"""COCO instances JSON (`images`, `annotations` with `bbox` [x, y, w, h], `categories`).
+
+`annotations` is the JSON path and `root` the image folder; both may contain `{split}`,
+replaced by `train_split_name` / `test_split_name` (e.g. `instances_{split}2014.json` with
+test_split_name 'val'). Classes are the category names in category-id order (or
+`classes`). Targets: int8 N x C, 1 for every category with an annotation in the image,
+crowd (`iscrowd`) annotations included since the class is present; 0 otherwise (images
+without annotations are kept, all 0). Boxes: every annotation, with
+`extras['crowd']` (bool per box) to leave crowd boxes out where detection-style metrics
+need it. Images are in image-id order.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tagless.data.listing import Listing
+from tagless.data.materialize import materialize
+from tagless.data.splits import limit_only, require_dir, require_file, split_names
+from tagless.errors import TaglessError
+
+
+def _class_map(data: dict, classes: list[str], ann_path) -> tuple[list[str], dict[int, int]]:
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    classes = classes or [c["name"] for c in cats]
+    index = {name: i for i, name in enumerate(classes)}
+    mapping = {}
+    for c in cats:
+        if c["name"] not in index:
+            raise TaglessError(f"{ann_path}: category {c['name']!r} (id {c['id']}) is not in the class list")
+        mapping[c["id"]] = index[c["name"]]
+    return classes, mapping
+
+
+def _listing(cfg, name: str) -> Listing:
+    if not cfg.annotations:
+        raise TaglessError("data.annotations must name the COCO instances JSON")
+    ann_path = require_file(cfg.annotations.replace("{split}", name), "COCO annotations")
+    image_root = require_dir(cfg.root.replace("{split}", name), "COCO image folder")
+    try:
+        with open(ann_path) as f:
+            data = json.load(f)
+        classes, cat_map = _class_map(data, list(cfg.classes), ann_path)
+        images = sorted(data["images"], key=lambda im: im["id"])
+        row = {im["id"]: r for r, im in enumerate(images)}
+        targets = np.zeros((len(images), len(classes)), np.int8)
+        boxes = [[] for _ in images]
+        crowd = [[] for _ in images]
+        for a in data.get("annotations", []):
+            if a["image_id"] not in row or a["category_id"] not in cat_map:
+                raise TaglessError(f"{ann_path}: annotation {a.get('id')} has unknown image_id "
+                                   f"{a['image_id']} or category_id {a['category_id']}")
+            r, c = row[a["image_id"]], cat_map[a["category_id"]]
+            x, y, w, h = (float(v) for v in a["bbox"])
+            targets[r, c] = 1
+            boxes[r].append([x, y, x + w, y + h, c])
+            crowd[r].append(bool(a.get("iscrowd", 0)))
+        paths = [str(image_root / im["file_name"]) for im in images]
+    except TaglessError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise TaglessError(f"{ann_path}: not a COCO instances file ({type(exc).__name__}: {exc})") from exc
+    return Listing(targets=targets, classes=classes, label_kind="multi", name="coco", paths=paths,
+                   boxes=[np.asarray(b, np.float32).reshape(-1, 5) for b in boxes],
+                   extras={"crowd": [np.asarray(c, bool) for c in crowd]}, key_files=[str(ann_path)])
+
+
+def load_coco(cfg, split: str):
+    parts = [_listing(cfg, name) for name in split_names(cfg, split)]
+    if any(p.classes != parts[0].classes for p in parts):
+        raise TaglessError("COCO train and test annotations have different categories; set data.classes")
+    listing = Listing.concat(parts)
+    return materialize(cfg, listing.take(limit_only(len(listing), cfg)), split)

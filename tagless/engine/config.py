@@ -1,0 +1,57 @@
+"""Config sections owned by the engine: optimisation and the training loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tagless.errors import TaglessError
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | lars | adamw
+    lr_per_256: float = 0.03  # lr = lr_per_256 * global_batch / 256 (the linear scaling rule)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw
+    lars_eta: float = 0.02  # LARS trust coefficient
+    exclude_bias_and_norm: bool = False  # no weight decay / LARS adaptation on biases and norms
+    schedule: str = "cosine"  # cosine | constant | step
+    warmup_epochs: float = 0.0
+    final_lr_fraction: float = 0.0  # cosine ends at lr * final_lr_fraction
+    step_milestones_epochs: tuple[int, ...] = ()  # schedule=step: multiply by step_gamma at these
+    step_gamma: float = 0.1
+
+    def validate(self) -> None:
+        if self.name not in ("sgd", "lars", "adamw"):
+            raise TaglessError(f"optim.name: expected sgd, lars or adamw, got {self.name!r}")
+        if self.schedule not in ("cosine", "constant", "step"):
+            raise TaglessError(f"optim.schedule: expected cosine, constant or step, got {self.schedule!r}")
+        if self.lr_per_256 <= 0:
+            raise TaglessError("optim.lr_per_256: must be > 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 256  # global, over all processes
+    max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs)
+    grad_clip_norm: float = 0.0  # 0 = no clipping
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    compile: bool = False  # torch.compile the backbone
+    checkpoint_every_steps: int = 500  # plus one at every epoch end
+    log_every_steps: int = 10
+    preload_max_mb: int = 4096  # put the whole uint8 dataset on the device when it fits
+    knn_every_epochs: int = 1  # online kNN monitor on the held-out split (0 = off)
+    knn_k: int = 20  # paper 004's monitor: weighted kNN, k=20, T=0.07
+    knn_temperature: float = 0.07
+    knn_max_bank: int = 50000  # subsample the bank for speed (0 = all)
+    tensorboard: bool = False
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise TaglessError("train.epochs and train.batch_size must be >= 1")
+        for key in ("amp", "channels_last"):
+            if getattr(self, key) not in ("auto", "on", "off", "bf16"):
+                raise TaglessError(f"train.{key}: unexpected value {getattr(self, key)!r}")

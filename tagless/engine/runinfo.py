@@ -1,0 +1,44 @@
+"""What produced a run: versions, device, git commit, command line."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+def git_commit(path: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def run_info(device: torch.device, world_size: int) -> dict:
+    import tagless
+
+    return {
+        "tagless": tagless.__version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "device": device_name(device),
+        "world_size": world_size,
+        "git_commit": git_commit(Path(tagless.__file__).parent),
+        "argv": sys.argv,
+    }
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

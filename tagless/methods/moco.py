@@ -1,0 +1,97 @@
+"""MoCo-v2: momentum contrast with a queue of negatives.
+
+[0] He et al., Momentum Contrast for Unsupervised Visual Representation Learning, CVPR 2020
+    (Algorithm 1). [1] Chen et al., Improved Baselines with Momentum Contrastive Learning
+    (MoCo-v2), arXiv 2003.04297: MLP head, T = 0.2, blur augmentation, cosine schedule.
+Official code: facebookresearch/moco ``moco/builder.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from tagless import distributed as dist
+from tagless.errors import TaglessError
+from tagless.losses import contrastive_accuracy, info_nce
+from tagless.methods.common import KeyQueue, MomentumEncoder, shuffle_across_ranks, unshuffle_across_ranks
+from tagless.models.heads import mlp
+
+
+@dataclass
+class MocoConfig:
+    """MoCo-v2 hyper-parameters (defaults from [1] and the official code)."""
+
+    proj_dim: int = 128  # output of the MLP head
+    proj_hidden_dim: int = 0  # 0 = the backbone's width, as in [1]
+    queue_size: int = 65536  # K
+    momentum: float = 0.999  # m of the key encoder
+    temperature: float = 0.2  # T (0.07 in MoCo-v1 and in LoGo's code)
+    symmetric: bool = False  # also use (view2 as query, view1 as key), as common on CIFAR
+    bn_mode: str = "shuffle"  # shuffle (across ranks) | sync (global-batch BN) | local
+
+    def validate(self) -> None:
+        if self.bn_mode not in ("shuffle", "sync", "local"):
+            raise TaglessError(f"method.moco.bn_mode: expected shuffle, sync or local, got {self.bn_mode!r}")
+        if self.queue_size < 1 or not 0.0 <= self.momentum < 1.0 or self.temperature <= 0:
+            raise TaglessError("method.moco: need queue_size >= 1, 0 <= momentum < 1, temperature > 0")
+
+
+class MoCo(nn.Module):
+    """Query encoder f_q = projector(backbone), key encoder f_k = EMA(f_q), queue of keys."""
+
+    def __init__(self, backbone: nn.Module, views, cfg: MocoConfig, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.views = views
+        self.backbone = backbone
+        hidden = cfg.proj_hidden_dim or backbone.out_dim
+        self.projector = mlp(backbone.out_dim, hidden, cfg.proj_dim, num_layers=2, bn=False)
+        self.encoder_q = nn.Sequential(self.backbone, self.projector)
+        if cfg.bn_mode == "sync":
+            self.encoder_q = dist.convert_sync_batchnorm(self.encoder_q)
+            self.backbone, self.projector = self.encoder_q[0], self.encoder_q[1]
+        self.encoder_k = MomentumEncoder(self.encoder_q, cfg.momentum)
+        self.queue = KeyQueue(cfg.queue_size, cfg.proj_dim, seed=seed)
+        self._keys: torch.Tensor | None = None
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        return self.step(batch)
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """k = f_k(x), L2-normalised; with shuffle-BN across ranks under DDP."""
+        if self.cfg.bn_mode == "shuffle" and dist.world_size() > 1:
+            x, inverse = shuffle_across_ranks(x, generator)
+            return unshuffle_across_ranks(nn.functional.normalize(self.encoder_k(x), dim=1), inverse)
+        return nn.functional.normalize(self.encoder_k(x), dim=1)
+
+    def step(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        views = self.views(batch["images"], batch["generator"])
+        x1, x2 = views.crops[0], views.crops[1]
+        negatives = self.queue.items.clone()
+        q1 = self.encoder_q(x1)
+        k2 = self.keys(x2, batch["generator"])
+        loss = info_nce(q1, k2, negatives, self.cfg.temperature)
+        acc = contrastive_accuracy(q1.detach(), k2, negatives)
+        keys = [k2]
+        if self.cfg.symmetric:
+            q2 = self.encoder_q(x2)
+            k1 = self.keys(x1, batch["generator"])
+            loss = 0.5 * (loss + info_nce(q2, k1, negatives, self.cfg.temperature))
+            keys = [k1, k2]
+        self._keys = torch.cat(keys)
+        return loss, {"loss": loss.detach(), "contrastive_acc": acc}
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Algorithm 1 of [0], after the SGD update: momentum update, then enqueue the keys."""
+        self.encoder_k.update(self.encoder_q)
+        if self._keys is not None:
+            self.queue.enqueue(self._keys)
+            self._keys = None
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": [p for p in self.encoder_q.parameters() if p.requires_grad]}]

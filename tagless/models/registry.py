@@ -1,0 +1,77 @@
+"""Backbones by name: an explicit table of factories, a typed config, and the kwargs to rebuild.
+
+``BACKBONES[name](**kwargs)`` builds a backbone. A checkpoint stores ``backbone_name`` and
+``backbone_kwargs(cfg)`` beside the state dict, so ``build_backbone(name, **kwargs)`` rebuilds
+the exact module without the config that trained it.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tagless.errors import TaglessError
+from tagless.models.alexnet import alexnet, alexnet_small
+from tagless.models.base import Backbone
+from tagless.models.resnet import resnet18, resnet34, resnet50
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+    "alexnet_small": alexnet_small,
+    "alexnet": alexnet,
+}
+
+
+@dataclass
+class ModelConfig:
+    """Which backbone to build.
+
+    backbone: a key of `BACKBONES`.
+    stem: 'cifar' (small inputs: 3x3 stride-1 ResNet stem without max-pool, or the
+        small-input AlexNet geometry) or 'imagenet' (224-pixel geometry).
+    width: multiplier of the filter counts (0.25 gives a tiny CPU model).
+    zero_init_residual: ResNets only; start each residual block as the identity.
+    """
+
+    backbone: str = "resnet18"
+    stem: str = "cifar"
+    width: float = 1.0
+    zero_init_residual: bool = False
+
+
+def _factory(name: str) -> Callable[..., Backbone]:
+    if name not in BACKBONES:
+        raise TaglessError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def build_backbone(name: str, **kwargs: Any) -> Backbone:
+    """Build backbone `name` (a key of `BACKBONES`) with its factory's keyword arguments."""
+    factory = _factory(name)
+    accepted = inspect.signature(factory).parameters
+    unknown = [key for key in kwargs if key not in accepted]
+    if unknown:
+        raise TaglessError(
+            f"backbone {name!r} takes no argument {unknown[0]!r}; valid: {', '.join(accepted)}"
+        )
+    return factory(**kwargs)
+
+
+def backbone_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """The keyword arguments `build_backbone(cfg.backbone, **kwargs)` needs for `cfg`.
+
+    Only arguments the backbone's factory accepts are included (AlexNet has no
+    `zero_init_residual`); all values are primitives, safe for ``torch.load(weights_only=True)``.
+    """
+    accepted = inspect.signature(_factory(cfg.backbone)).parameters
+    candidates = {"stem": cfg.stem, "width": float(cfg.width),
+                  "zero_init_residual": bool(cfg.zero_init_residual)}
+    return {key: value for key, value in candidates.items() if key in accepted}
+
+
+def build_backbone_from_config(cfg: ModelConfig) -> Backbone:
+    """`build_backbone(cfg.backbone, **backbone_kwargs(cfg))`."""
+    return build_backbone(cfg.backbone, **backbone_kwargs(cfg))

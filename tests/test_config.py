@@ -1,0 +1,79 @@
+"""Typed config: YAML + dotted overrides, strict validation with one-line errors."""
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from tagless import config_io
+from tagless.errors import TaglessError
+
+
+@dataclass
+class Inner:
+    lr: float = 0.1
+    sizes: tuple[int, int] = (1, 2)
+    names: list[str] = field(default_factory=list)
+    flag: bool = False
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    steps: int = 3
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\ninner:\n  lr: 1\n  sizes: [3, 4]\n")
+    cfg = config_io.load(Outer, path, ["inner.names=[p, q]", "steps=7", "inner.flag=true"])
+    assert cfg.name == "a" and cfg.steps == 7
+    assert cfg.inner.lr == 1.0 and isinstance(cfg.inner.lr, float)
+    assert cfg.inner.sizes == (3, 4) and cfg.inner.names == ["p", "q"] and cfg.inner.flag is True
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("inner.lrr=0.1", "unknown config key 'inner.lrr'"),
+        ("bogus=1", "unknown config key 'bogus'"),
+        ("inner.lr=fast", "inner.lr: expected float"),
+        ("steps=1.5", "steps: expected int"),
+        ("inner.flag=3", "inner.flag: expected true or false"),
+        ("inner.sizes=[1]", "inner.sizes: expected 2 values"),
+        ("inner=5", "inner: expected a mapping"),
+        ("steps", "not of the form key=value"),
+    ],
+)
+def test_errors_name_the_key(override, message):
+    with pytest.raises(TaglessError) as e:
+        config_io.load(Outer, None, [override])
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_yaml_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(TaglessError, match="not valid YAML"):
+        config_io.load(Outer, path)
+    with pytest.raises(TaglessError, match="not found"):
+        config_io.load(Outer, tmp_path / "missing.yaml")
+
+
+def test_round_trip(tmp_path):
+    cfg = config_io.load(Outer, None, ["inner.sizes=[5, 6]"])
+    config_io.save(cfg, tmp_path / "out.yaml")
+    assert config_io.load(Outer, tmp_path / "out.yaml") == cfg
+
+
+def test_run_config_bundled_recipes_validate():
+    from tagless.config import load_config
+
+    for name in ("demo_moco", "demo_simsiam"):
+        cfg = load_config(name)
+        assert cfg.name == name
+    with pytest.raises(TaglessError, match="method.name"):
+        load_config("demo_moco", ["method.name=byol"])
+    with pytest.raises(TaglessError, match="config not found"):
+        load_config("no_such_recipe")

@@ -1,0 +1,106 @@
+"""Everything gathered across processes: 2 gloo processes give what 1 process gives on the
+concatenated batch (values and gradients)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ddp_helpers import run_in_processes
+from tagless import distributed as dist
+from tagless.methods import MocoConfig, MoCo
+from tagless.models import build_backbone
+
+BATCH = 8
+
+
+def fixed_views(images, generator):
+    """Deterministic views so that 1 and 2 processes see identical inputs."""
+    x = images.float() / 255.0
+    return SimpleNamespace(crops=[x, x.flip(3) * 0.9 + 0.05], kinds=["global", "global"])
+
+
+def make_images():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (BATCH, 3, 16, 16), dtype=torch.uint8, generator=g)
+
+
+def make_moco(bn_mode: str) -> MoCo:
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", stem="cifar", width=0.125)
+    cfg = MocoConfig(queue_size=24, proj_dim=16, proj_hidden_dim=32, momentum=0.9, bn_mode=bn_mode)
+    return MoCo(backbone, fixed_views, cfg, seed=0)
+
+
+def one_step(model: nn.Module, method: MoCo, images: torch.Tensor) -> dict:
+    opt = torch.optim.SGD(method.param_groups(), lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(5)
+    loss, _ = model({"images": images, "generator": gen})
+    opt.zero_grad()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in method.encoder_q.named_parameters() if p.grad is not None}
+    opt.step()
+    method.after_step()
+    return {"loss": dist.all_reduce_mean(loss.detach()), "grads": grads, "queue": method.queue.items.clone(),
+            "ptr": method.queue.ptr.clone(), "key_encoder": {n: p.clone() for n, p in method.encoder_k.named_parameters()}}
+
+
+def _moco_worker(rank, world_size, out_dir, bn_mode):
+    method = make_moco(bn_mode)
+    model = DistributedDataParallel(method, broadcast_buffers=False)
+    images = make_images().chunk(world_size)[rank]
+    torch.save(one_step(model, method, images), Path(out_dir) / f"rank{rank}.pt")
+
+
+def test_moco_step_two_processes_equal_one(tmp_path):
+    run_in_processes(_moco_worker, 2, str(tmp_path), "sync")
+    method = make_moco("sync")
+    single = one_step(method, method, make_images())
+    for rank in range(2):
+        multi = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert torch.allclose(multi["loss"], single["loss"], atol=1e-5)
+        assert multi["grads"].keys() == single["grads"].keys() and len(single["grads"]) > 10
+        for name, g in single["grads"].items():
+            assert torch.allclose(multi["grads"][name], g, atol=1e-5, rtol=1e-4), name
+        assert torch.allclose(multi["queue"], single["queue"], atol=1e-5)
+        assert int(multi["ptr"]) == int(single["ptr"]) == BATCH
+        for name, p in single["key_encoder"].items():
+            assert torch.allclose(multi["key_encoder"][name], p, atol=1e-5), name
+
+
+def _gather_worker(rank, world_size, out_dir):
+    x = torch.arange(6.0).view(3, 2).add(10 * rank).requires_grad_(True)
+    y = dist.gather(x)
+    weights = torch.arange(12.0).view(6, 2)
+    (y * weights).sum().backward()
+    torch.save({"y": y.detach(), "grad": x.grad}, Path(out_dir) / f"g{rank}.pt")
+
+
+def test_gather_forward_and_gradient(tmp_path):
+    run_in_processes(_gather_worker, 2, str(tmp_path))
+    weights = torch.arange(12.0).view(6, 2)
+    for rank in range(2):
+        out = torch.load(tmp_path / f"g{rank}.pt", weights_only=True)
+        assert torch.equal(out["y"], torch.cat([torch.arange(6.0).view(3, 2), torch.arange(6.0).view(3, 2) + 10]))
+        # each rank's loss uses the full y, so the summed gradient is 2x its own slice of weights
+        assert torch.allclose(out["grad"], 2 * weights[3 * rank : 3 * rank + 3])
+
+
+def _shuffle_worker(rank, world_size, out_dir):
+    method = make_moco("shuffle")
+    model = DistributedDataParallel(method, broadcast_buffers=False)
+    images = make_images().chunk(world_size)[rank]
+    torch.save(one_step(model, method, images), Path(out_dir) / f"s{rank}.pt")
+
+
+def test_shuffle_bn_queue_is_identical_on_every_rank(tmp_path):
+    run_in_processes(_shuffle_worker, 2, str(tmp_path))
+    a, b = (torch.load(tmp_path / f"s{r}.pt", weights_only=True) for r in range(2))
+    assert torch.equal(a["queue"], b["queue"]) and int(a["ptr"]) == BATCH
+    for name in a["grads"]:
+        assert torch.allclose(a["grads"][name], b["grads"][name], atol=1e-6)
