@@ -1,4 +1,4 @@
-"""The ``tagless`` command: demo, train (eval, labels, compare, report arrive with their issues)."""
+"""The ``tagless`` command: demo, train, eval, report (labels and compare arrive with their issues)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
     p.set_defaults(func=_cmd_train)
+
+    from tagless.eval.commands import add_eval_parser
+
+    add_eval_parser(sub)
     return parser
 
 

@@ -27,6 +27,7 @@ the weight decay lambda of [0]'s sweep. Losses:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -170,6 +171,25 @@ def _standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
+# Below this many multiply-adds per pass over the data, one thread is faster: a pass is then
+# dominated by per-op overhead, and OpenMP barriers between two threads cost more than the
+# work (badly so on a loaded machine, where a spinning thread waits for a descheduled one).
+_SMALL_PROBLEM = 1 << 22
+
+
+@contextlib.contextmanager
+def _threads_for(data: "_Data"):
+    small = data.x.device.type == "cpu" and data.x.numel() * max(data.num_classes, 1) < _SMALL_PROBLEM
+    before = torch.get_num_threads()
+    if small and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def _lbfgs(data: _Data, l2: float, w0: torch.Tensor, b0: torch.Tensor, max_iter: int,
            tol: float, tol_change: float, history_size: int):
     """Minimise F(W, b) = mean loss + l2/2 ||W||^2 with torch's L-BFGS (strong Wolfe)."""
@@ -179,16 +199,27 @@ def _lbfgs(data: _Data, l2: float, w0: torch.Tensor, b0: torch.Tensor, max_iter:
                             tolerance_change=tol_change, history_size=history_size,
                             line_search_fn="strong_wolfe")
 
+    evaluated: list[tuple[float, torch.Tensor, torch.Tensor]] = []
+
     def closure():
         opt.zero_grad(set_to_none=False)
         obj = data.loss(w, b) + 0.5 * l2 * w.pow(2).sum()
         obj.backward()
+        # K x D is small: remember where F was evaluated to report F at the final point
+        # without another pass over the data
+        evaluated.append((float(obj.detach()), w.detach().clone(), b.detach().clone()))
+        del evaluated[:-4]
         return obj
 
-    with torch.enable_grad():
-        obj = opt.step(closure)
-    n_iter = int(opt.state[w].get("n_iter", 0))
-    return w.detach(), b.detach(), n_iter, float(obj)
+    with torch.enable_grad(), _threads_for(data):
+        opt.step(closure)
+    w, b = w.detach(), b.detach()
+    n_iter = int(opt.state[opt.param_groups[0]["params"][0]].get("n_iter", 0))
+    for value, we, be in reversed(evaluated):
+        if torch.equal(we, w) and torch.equal(be, b):
+            return w, b, n_iter, value
+    with torch.no_grad():  # the line search ended on a point it did not evaluate last
+        return w, b, n_iter, float(data.loss(w, b) + 0.5 * l2 * w.pow(2).sum())
 
 
 def _init_params(data: _Data, dim: int):

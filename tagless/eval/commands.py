@@ -1,0 +1,211 @@
+"""``tagless eval {knn,linear,layers,cluster,map}``: each evaluator on features from a
+``.npz`` file or from a checkpoint + data config. Every command returns a results dict
+(printed as a table; ``--json`` prints it as the last line)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from tagless.engine.progress import format_table
+from tagless.engine.runinfo import resolve_device
+from tagless.errors import TaglessError
+from tagless.eval.cluster import cluster_scores, kmeans
+from tagless.eval.inputs import EvalInputs, dataset_targets, load_npz
+from tagless.eval.knn import knn_accuracy
+from tagless.eval.linear import linear_probe
+from tagless.eval.multilabel import map_by_object_size, map_class, map_sample, threshold_metrics, topk_metrics
+
+NEEDS = {
+    "knn": ("x_train", "y_train", "x_test", "y_test"),
+    "linear": ("x_train", "y_train", "x_test", "y_test"),
+    "cluster": ("y_test", "x_test|pred"),
+    "map": ("y_test", "scores|x_test"),
+}
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate frozen features: knn, linear, layers, cluster, map")
+    ev = p.add_subparsers(dest="evaluator", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    src = common.add_argument_group("input (one of)")
+    src.add_argument("--checkpoint", help="a tagless checkpoint (runs/NAME/checkpoints/last.pt)")
+    src.add_argument("--features", help=".npz with x_train, y_train, x_test, y_test (multi-label y: N x C of 1/0/-1)")
+    common.add_argument("--data", help="run-config YAML or bundled recipe whose data section to use (default: the checkpoint's)")
+    common.add_argument("--set", dest="data_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a data field, e.g. --set source=cifar10 --set root=/data/cifar-10-batches-py")
+    common.add_argument("--layer", default=None, help="an intermediate layer instead of the pooled output")
+    common.add_argument("--device", default="auto")
+    common.add_argument("--cache-dir", default=None, help="feature cache folder (default: data.cache_dir)")
+
+    linear_opts = argparse.ArgumentParser(add_help=False)
+    linear_opts.add_argument("--protocol", choices=("val", "best_on_test"), default="val",
+                             help="val: choose L2 on a validation split, refit on train+val; best_on_test: paper 001's "
+                                  "report of the best test score over the sweep")
+    linear_opts.add_argument("--num-l2", type=int, default=45, help="sweep size (paper 001: 45)")
+    linear_opts.add_argument("--l2-range", type=float, nargs=2, default=(1e-6, 1e5), metavar=("MIN", "MAX"))
+    linear_opts.add_argument("--standardize", action="store_true")
+    linear_opts.add_argument("--max-iter", type=int, default=1000)
+    linear_opts.add_argument("--val-fraction", type=float, default=0.2)
+
+    k = ev.add_parser("knn", parents=[common], help="weighted kNN (papers 002, 004)")
+    k.add_argument("--k", type=int, action="append", help="neighbours; repeat for several (default 20)")
+    k.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(s/T) (paper 002: 0.1)")
+    k.add_argument("--majority", action="store_true", help="plain majority vote instead of weighted")
+    k.set_defaults(run=run_knn)
+    ln = ev.add_parser("linear", parents=[common, linear_opts], help="L-BFGS logistic-regression probe with an L2 sweep")
+    ln.set_defaults(run=run_linear)
+    ly = ev.add_parser("layers", parents=[common, linear_opts], help="linear probes on every stage / conv layer")
+    ly.add_argument("--layers", default=None, help="comma-separated subset (default: all of the backbone's)")
+    ly.add_argument("--pool-dim", type=int, default=9600, help="pool each layer to about this many dims (paper 002)")
+    ly.add_argument("--pool-mode", choices=("max", "avg"), default="max")
+    ly.set_defaults(run=run_layers)
+    c = ev.add_parser("cluster", parents=[common], help="NMI, aNMI, ARI, Hungarian accuracy, purity; k-means baseline")
+    c.add_argument("--clusters", type=int, default=0, help="k of k-means (default: number of classes)")
+    c.add_argument("--kmeans-iters", type=int, default=100)
+    c.add_argument("--n-init", type=int, default=3)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(run=run_cluster)
+    m = ev.add_parser("map", parents=[common, linear_opts], help="mAP@class, mAP@sample, CP/CR/CF1/OP/OR/OF1, per-size mAP")
+    m.add_argument("--threshold", type=float, default=0.5)
+    m.add_argument("--topk", type=int, default=3)
+    m.set_defaults(run=run_map)
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> dict:
+    if bool(args.checkpoint) == bool(args.features):
+        raise TaglessError("pass exactly one of --checkpoint CKPT or --features FILE.npz")
+    start = time.perf_counter()
+    result = args.run(args)
+    result["wall_s"] = round(time.perf_counter() - start, 3)
+    return result
+
+
+def _from_checkpoint(args, layer=None, pool_dim=9600, pool_mode="max") -> EvalInputs:
+    from tagless.eval.features import data_config_for, dataset_features, load_backbone
+
+    device = resolve_device(args.device)
+    loaded = load_backbone(args.checkpoint, device)
+    data = data_config_for(loaded, args.data, args.data_overrides)
+    x_tr, ds_tr = dataset_features(loaded, data, "train", layer, pool_dim, pool_mode, args.cache_dir, device)
+    x_te, ds_te = dataset_features(loaded, data, "test", layer, pool_dim, pool_mode, args.cache_dir, device)
+    return EvalInputs(x_tr, dataset_targets(ds_tr), x_te, dataset_targets(ds_te), boxes=ds_te.boxes,
+                      image_size=data.image_size, classes=list(ds_te.classes), source=str(args.checkpoint))
+
+
+def _inputs(args, evaluator: str) -> EvalInputs:
+    if args.features:
+        return load_npz(args.features, NEEDS[evaluator])
+    return _from_checkpoint(args, layer=args.layer)
+
+
+def _single_label(inp: EvalInputs, what: str) -> None:
+    if inp.y_test is not None and inp.y_test.ndim != 1:
+        raise TaglessError(f"{what} needs single labels; for multi-label targets use 'tagless eval map'")
+
+
+def run_knn(args) -> dict:
+    inp = _inputs(args, "knn")
+    _single_label(inp, "knn")
+    ks = args.k or [20]
+    keep = inp.y_train >= 0
+    device = resolve_device(args.device)
+    t = lambda a: torch.as_tensor(a, device=device)
+    num_classes = int(max(inp.y_train.max(), inp.y_test.max())) + 1
+    acc = knn_accuracy(t(inp.x_train[keep]), t(inp.y_train[keep]), t(inp.x_test), t(inp.y_test), k=ks,
+                       temperature=args.temperature, num_classes=num_classes, weighted=not args.majority)
+    rows = [{"k": kk, "vote": "majority" if args.majority else f"weighted T={args.temperature}",
+             "top-1 (%)": 100 * a["top1"], "top-5 (%)": 100 * a["top5"]} for kk, a in acc.items()]
+    print(format_table(rows, title=f"kNN on {inp.source} ({len(inp.x_train[keep])} bank, {len(inp.x_test)} queries)"))
+    return {"evaluator": "knn", "results": rows}
+
+
+def _probe(args, inp: EvalInputs):
+    l2_values = np.logspace(np.log10(args.l2_range[0]), np.log10(args.l2_range[1]), args.num_l2)
+    return linear_probe(inp.x_train, inp.y_train, inp.x_test, inp.y_test, protocol=args.protocol,
+                        val_fraction=args.val_fraction, standardize=args.standardize, l2_values=l2_values,
+                        max_iter=args.max_iter, device=resolve_device(args.device))
+
+
+def _probe_row(name: str, res) -> dict:
+    label = "best over sweep ON TEST (paper 001)" if res.protocol == "best_on_test" else "L2 chosen on val, refit"
+    metric = "top-1 (%)" if res.metric == "accuracy" else f"{res.metric} (%)"
+    return {"features": name, metric: 100 * res.score, "l2": f"{res.l2:.2e}", "protocol": label}
+
+
+def run_linear(args) -> dict:
+    inp = _inputs(args, "linear")
+    res = _probe(args, inp)
+    row = _probe_row(args.layer or "pooled", res)
+    print(format_table([row], title=f"linear probe on {inp.source}: {len(res.l2_values)} L2 values"))
+    return {"evaluator": "linear", "results": [row], "curve": {"l2": res.l2_values.tolist(), "score": res.curve.tolist(),
+            "split": res.curve_split}}
+
+
+def run_layers(args) -> dict:
+    if not args.checkpoint:
+        raise TaglessError("eval layers needs --checkpoint (it computes features of every layer)")
+    from tagless.eval.features import load_backbone
+
+    names = load_backbone(args.checkpoint).backbone.layer_names
+    chosen = args.layers.split(",") if args.layers else names
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        raise TaglessError(f"unknown layer {unknown[0]!r} (backbone layers: {', '.join(names)})")
+    rows = []
+    for name in chosen:
+        inp = _from_checkpoint(args, layer=name, pool_dim=args.pool_dim, pool_mode=args.pool_mode)
+        row = _probe_row(name, _probe(args, inp))
+        row["dims"] = inp.x_train.shape[1]
+        rows.append(row)
+        print(f"  {name}: {inp.x_train.shape[1]} dims, {list(row.values())[1]:.2f}", flush=True)
+    print(format_table(rows, title=f"per-layer linear probes of {args.checkpoint}"))
+    return {"evaluator": "layers", "results": rows}
+
+
+def run_cluster(args) -> dict:
+    inp = _inputs(args, "cluster")
+    _single_label(inp, "cluster")
+    keep = inp.y_test >= 0
+    if inp.pred is not None and inp.x_test is None:
+        pred, how = inp.pred, "given assignments"
+    else:
+        k = args.clusters or int(inp.y_test[keep].max()) + 1
+        x = torch.as_tensor(inp.x_test, device=resolve_device(args.device))
+        x = torch.nn.functional.normalize(x, dim=1)
+        _, assign, _ = kmeans(x, k, iters=args.kmeans_iters, n_init=args.n_init, seed=args.seed)
+        pred, how = assign.cpu().numpy(), f"k-means (k={k}) of L2-normalised features"
+    scores = cluster_scores(inp.y_test[keep], np.asarray(pred)[keep])
+    row = {"clustering": how, **{name: 100 * v for name, v in scores.items()}}
+    print(format_table([row], title=f"clustering quality on {inp.source} (x100)"))
+    return {"evaluator": "cluster", "results": [row]}
+
+
+def run_map(args) -> dict:
+    inp = _inputs(args, "map")
+    if inp.y_test is None or inp.y_test.ndim != 2:
+        raise TaglessError("map needs multi-label targets: y_test as an N x C matrix of 1/0/-1")
+    how = "given scores"
+    if inp.scores is None:
+        if inp.x_train is None or inp.y_train is None:
+            raise TaglessError(f"{inp.source}: map needs 'scores', or x_train/y_train to fit a one-vs-rest probe")
+        res = _probe(args, inp)
+        inp.scores = res.model.decision_function(torch.as_tensor(inp.x_test)).cpu().numpy()
+        how = f"one-vs-rest linear probe (l2={res.l2:.2e}, {res.protocol})"
+    scores = torch.as_tensor(np.asarray(inp.scores, np.float32))
+    targets = torch.as_tensor(inp.y_test)
+    probs = torch.sigmoid(scores) if (scores.min() < 0 or scores.max() > 1) else scores
+    row = {"scores": how, "mAP@class": 100 * map_class(scores, targets), "mAP@sample": 100 * map_sample(scores, targets)}
+    row.update({f"{k}@{args.threshold}": 100 * v for k, v in threshold_metrics(probs, targets, args.threshold).items()})
+    row.update({f"{k}@top{args.topk}": 100 * v for k, v in topk_metrics(scores, targets, args.topk).items()})
+    result = {"evaluator": "map", "results": [row]}
+    if inp.boxes is not None and inp.image_size:
+        sizes = map_by_object_size(scores, targets, inp.boxes, inp.image_size)
+        result["by_object_size"] = sizes
+        row.update({f"mAP {k}": 100 * v for k, v in sizes.items() if isinstance(v, float)})
+    print(format_table([row], title=f"multi-label metrics on {inp.source} (%)"))
+    return result

@@ -1,0 +1,113 @@
+"""Features of a dataset under a trained backbone, cached on disk.
+
+The cache key covers the checkpoint (path, size, modification time, step), the data
+(source, root, split, size, limit...) and the layer/pooling, so a changed checkpoint or
+dataset never serves stale features. Files are ``.npz`` read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tagless import config_io
+from tagless.data import DataConfig, ImageDataset, build_dataset
+from tagless.engine.checkpoint import load_checkpoint
+from tagless.engine.features import eval_preprocess
+from tagless.errors import TaglessError
+from tagless.models import build_backbone
+from tagless.models.base import pooled_layer_features
+
+DEFAULT_MEAN, DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class LoadedBackbone:
+    backbone: torch.nn.Module
+    checkpoint_path: Path
+    config: dict  # the resolved run config stored in the checkpoint
+    step: int
+    size: int
+    mean: tuple
+    std: tuple
+
+
+def load_backbone(path: str | Path, device: torch.device | str = "cpu") -> LoadedBackbone:
+    """Rebuild the backbone of a tagless checkpoint (eval mode) with its eval preprocessing."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    backbone = build_backbone(ckpt["backbone_name"], **ckpt["backbone_kwargs"])
+    backbone.load_state_dict(ckpt["backbone"])
+    views = ckpt.get("config", {}).get("views", {})
+    return LoadedBackbone(backbone.to(device).eval(), Path(path), ckpt.get("config", {}), int(ckpt.get("step", 0)),
+                          int(views.get("global_size", 32)), tuple(views.get("mean", DEFAULT_MEAN)),
+                          tuple(views.get("std", DEFAULT_STD)))
+
+
+def _key(loaded: LoadedBackbone, data: DataConfig, split: str, layer: str | None, pool_dim: int, pool_mode: str) -> str:
+    st = os.stat(loaded.checkpoint_path)
+    parts = {"ckpt": str(loaded.checkpoint_path.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns,
+             "step": loaded.step, "data": config_io.to_dict(data), "split": split, "layer": layer,
+             "pool_dim": pool_dim, "pool_mode": pool_mode, "img": loaded.size, "version": 1}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@torch.no_grad()
+def compute_features(loaded: LoadedBackbone, images: np.ndarray, layer: str | None = None, pool_dim: int = 9600,
+                     pool_mode: str = "max", batch_size: int = 256, device: torch.device | str = "cpu") -> np.ndarray:
+    """N x D float32 features: the pooled output, or ``layer``'s map pooled to ~``pool_dim``
+    dims (SeLa's per-layer protocol, paper 002 appendix: adaptive max-pooling)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
+        x = eval_preprocess(chunk.to(device), loaded.size, loaded.mean, loaded.std)
+        if layer is None:
+            f = loaded.backbone(x)
+        else:
+            f = pooled_layer_features(loaded.backbone.forward_features(x, [layer])[layer], pool_dim, pool_mode)
+        out.append(f.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def dataset_features(loaded: LoadedBackbone, data: DataConfig, split: str, layer: str | None = None,
+                     pool_dim: int = 9600, pool_mode: str = "max", cache_dir: str | None = None,
+                     device: torch.device | str = "cpu") -> tuple[np.ndarray, ImageDataset]:
+    """Features of ``split`` of ``data``, from the disk cache when the same key was computed."""
+    dataset = build_dataset(data, split)
+    cache_dir = cache_dir if cache_dir is not None else (data.cache_dir or "")
+    path = Path(cache_dir) / "features" / f"{_key(loaded, data, split, layer, pool_dim, pool_mode)}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if f["x"].shape[0] == len(dataset):
+                    return f["x"], dataset
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is recomputed
+    x = compute_features(loaded, dataset.images, layer, pool_dim, pool_mode, device=device)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, x=x)
+        os.replace(tmp, path)
+    return x, dataset
+
+
+def data_config_for(loaded: LoadedBackbone, data_path: str | None, overrides: list[str]) -> DataConfig:
+    """The data section: from a run-config YAML (or bundled recipe) when given, else the
+    checkpoint's own training data; then dotted overrides (``source=cifar10 root=...``)."""
+    from tagless.config import load_config
+
+    if data_path:
+        base = config_io.to_dict(load_config(data_path).data)
+    else:
+        base = dict(loaded.config.get("data", {}))
+        if not base:
+            raise TaglessError(f"{loaded.checkpoint_path} holds no data config: pass --data CONFIG")
+    for text in overrides:
+        config_io.merge_override(base, *config_io.parse_override(text))
+    return config_io.from_dict(DataConfig, base, prefix="data")
