@@ -30,6 +30,17 @@ def _cmd_train(args) -> dict:
     return {k: v for k, v in row.items()} | {"run_dir": str(result.run_dir)}
 
 
+def _cmd_report(args) -> dict:
+    from tagless.engine.progress import format_table
+    from tagless.report.from_run import report_run
+
+    result = report_run(args.run_dir, device=args.device, embed=args.embed)
+    if result["results"]:
+        print(format_table(result["results"], title=f"evaluation of {args.run_dir}"))
+    print(f"report: {result['report']}")
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tagless", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -47,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("report", help="write RUN_DIR/report.html: curves, kNN/linear tables, t-SNE, confusion matrix")
+    p.add_argument("run_dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--embed", action="store_true", help="embed the PNGs in the HTML (one file to share)")
+    p.set_defaults(func=_cmd_report)
 
     from tagless.eval.commands import add_eval_parser
 

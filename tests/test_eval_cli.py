@@ -118,3 +118,25 @@ def test_checkpoint_inputs_knn_layers_cluster(tmp_path, capsys):
     assert 0 <= res["results"][0]["nmi"] <= 100
     assert main(["eval", "layers", "--checkpoint", ckpt, "--layers", "conv9"]) == 2
     assert "unknown layer" in capsys.readouterr().err
+
+
+def test_report_of_a_run(tmp_path, capsys):
+    """tagless report: HTML with the evaluation table and PNGs that exist, results.json."""
+    from tagless.config import load_config
+    from tagless.engine import train
+
+    cfg = load_config("demo_moco", [f"out_dir={tmp_path}", "name=r", "data.image_size=16", "data.limit=96",
+                                    "model.width=0.125", "views.global_size=16", "method.moco.queue_size=64",
+                                    "train.batch_size=32", "train.epochs=2", "train.knn_every_epochs=1",
+                                    f"data.cache_dir={tmp_path / 'cache'}"])
+    run = train(cfg, progress=False).run_dir
+    res = run_json(capsys, ["report", str(run)])
+    html = (run / "report.html").read_text()
+    assert "weighted kNN (k=20, T=0.07)" in html and "linear probe" in html
+    import re
+
+    images = re.findall(r'src="([^"]+\.png)"', html)
+    assert len(images) >= 3 and all((run / p).is_file() for p in images)
+    saved = json.loads((run / "results.json").read_text())["evaluations"]
+    assert saved[0]["top-1 (%)"] == pytest.approx(res["results"][0]["top-1 (%)"])
+    assert main(["report", str(tmp_path / "nope")]) == 2

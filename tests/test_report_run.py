@@ -29,7 +29,8 @@ def make_run(tmp_path, truncated=False) -> Path:
     for step in range(1, 41):
         lines.append({"step": step, "epoch": step / 10, "split": "train", "loss": 3.0 - step / 20, "lr": 0.01})
         if step % 10 == 0:
-            lines.append({"step": step, "epoch": step // 10, "split": "eval", "knn_top1": [40.0, 71.25, 65.0, 70.0][step // 10 - 1]})
+            knn = [40.0, 71.25, 65.0, 70.0][step // 10 - 1]
+            lines.append({"step": step, "epoch": step // 10, "split": "eval", "knn_top1": knn})
     text = "".join(json.dumps(r) + "\n" for r in lines)
     if truncated:
         text += '{"step": 41, "epoch": 4.1, "split": "tr'

@@ -125,9 +125,11 @@ def render_html(title: str, sections: list[dict], embed: bool = False, base_dir=
             raise TaglessError(f"report section {i} must be a dict with a 'title'")
         unknown = sorted(set(s) - set(SECTION_KEYS))
         if unknown:
-            raise TaglessError(f"report section {s['title']!r} has unknown keys {unknown}; allowed: {list(SECTION_KEYS)}")
+            raise TaglessError(f"report section {s['title']!r} has unknown keys {unknown}; "
+                               f"allowed: {list(SECTION_KEYS)}")
     if len(sections) > 1:
-        links = "".join(f'<li><a href="#{_anchor(i)}">{html.escape(str(s["title"]))}</a></li>' for i, s in enumerate(sections))
+        links = "".join(f'<li><a href="#{_anchor(i)}">{html.escape(str(s["title"]))}</a></li>'
+                        for i, s in enumerate(sections))
         parts.append(f"<nav><ul>{links}</ul></nav>")
     for i, s in enumerate(sections):
         parts.append(f'<section id="{_anchor(i)}">')

@@ -122,8 +122,6 @@ def plot_training_curves(metrics_rows: Sequence[dict], path) -> Path:
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         finite = y[np.isfinite(y)]
-        if key == "lr" and finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
-            ax.set_yscale("log")
         if split == "eval" and finite.size:
             ax.margins(y=0.15)  # room for the "best" label
             best = int(np.nanargmax(np.where(np.isfinite(y), y, -np.inf)))
@@ -379,8 +377,8 @@ def plot_image_grid(images, path, titles: Sequence[str] | None = None, nrow: int
     nrows = math.ceil(n / ncols)
     aspect = x.shape[1] / x.shape[2]
     title_h = 0.25 if titles is not None else 0.05
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                             figsize=(thumb_inches * ncols, (thumb_inches * aspect + title_h) * nrows + (0.4 if suptitle else 0)))
+    height = (thumb_inches * aspect + title_h) * nrows + (0.4 if suptitle else 0)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(thumb_inches * ncols, height))
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
