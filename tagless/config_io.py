@@ -7,6 +7,7 @@ key (``optim.lr: expected float, got 'fast'``). Defaults live in the dataclasses
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 import yaml
 
 from tagless.errors import TaglessError
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _type_name(tp: Any) -> str:
@@ -61,6 +65,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise TaglessError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TaglessError(f"{key}: expected float, got {value!r}")
         return float(value)

@@ -27,6 +27,7 @@ def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("name: a\ninner:\n  lr: 1\n  sizes: [3, 4]\n")
     cfg = config_io.load(Outer, path, ["inner.names=[p, q]", "steps=7", "inner.flag=true"])
+    assert config_io.load(Outer, None, ["inner.lr=1e-4"]).inner.lr == 1e-4  # YAML 1.1 reads this as a string
     assert cfg.name == "a" and cfg.steps == 7
     assert cfg.inner.lr == 1.0 and isinstance(cfg.inner.lr, float)
     assert cfg.inner.sizes == (3, 4) and cfg.inner.names == ["p", "q"] and cfg.inner.flag is True

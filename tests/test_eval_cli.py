@@ -25,6 +25,18 @@ def write(tmp_path, name="f.npz", **arrays):
     return str(path)
 
 
+def tiny_run(tmp_path, epochs: int, knn_every: int):
+    """Pre-train a tiny MoCo on 96 digits; returns the run directory."""
+    from tagless.config import load_config
+    from tagless.engine import train
+
+    cfg = load_config("demo_moco", [f"out_dir={tmp_path}", "name=r", "data.image_size=16", "data.limit=96",
+                                    "model.width=0.125", "views.global_size=16", "method.moco.queue_size=64",
+                                    "train.batch_size=32", f"train.epochs={epochs}", f"train.knn_every_epochs={knn_every}",
+                                    f"data.cache_dir={tmp_path / 'cache'}"])
+    return train(cfg, progress=False).run_dir
+
+
 def run_json(capsys, argv):
     code = main(["--json", *argv])
     out = capsys.readouterr()
@@ -98,14 +110,7 @@ def test_missing_file_and_no_input(tmp_path, capsys):
 
 def test_checkpoint_inputs_knn_layers_cluster(tmp_path, capsys):
     """Train 1 tiny epoch, then evaluate the checkpoint by every route."""
-    from tagless.config import load_config
-    from tagless.engine import train
-
-    cfg = load_config("demo_moco", [f"out_dir={tmp_path}", "name=r", "data.image_size=16", "data.limit=96",
-                                    "model.width=0.125", "views.global_size=16", "method.moco.queue_size=64",
-                                    "train.batch_size=32", "train.epochs=1", "train.knn_every_epochs=0",
-                                    f"data.cache_dir={tmp_path / 'cache'}"])
-    ckpt = str(train(cfg, progress=False).run_dir / "checkpoints" / "last.pt")
+    ckpt = str(tiny_run(tmp_path, epochs=1, knn_every=0) / "checkpoints" / "last.pt")
     res = run_json(capsys, ["eval", "knn", "--checkpoint", ckpt, "--k", "10", "--k", "20"])
     assert [r["k"] for r in res["results"]] == [10, 20]
     assert (tmp_path / "cache" / "features").is_dir()  # features were cached
@@ -122,14 +127,7 @@ def test_checkpoint_inputs_knn_layers_cluster(tmp_path, capsys):
 
 def test_report_of_a_run(tmp_path, capsys):
     """tagless report: HTML with the evaluation table and PNGs that exist, results.json."""
-    from tagless.config import load_config
-    from tagless.engine import train
-
-    cfg = load_config("demo_moco", [f"out_dir={tmp_path}", "name=r", "data.image_size=16", "data.limit=96",
-                                    "model.width=0.125", "views.global_size=16", "method.moco.queue_size=64",
-                                    "train.batch_size=32", "train.epochs=2", "train.knn_every_epochs=1",
-                                    f"data.cache_dir={tmp_path / 'cache'}"])
-    run = train(cfg, progress=False).run_dir
+    run = tiny_run(tmp_path, epochs=2, knn_every=1)
     res = run_json(capsys, ["report", str(run)])
     html = (run / "report.html").read_text()
     assert "weighted kNN (k=20, T=0.07)" in html and "linear probe" in html

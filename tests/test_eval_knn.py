@@ -122,3 +122,31 @@ def test_bad_inputs_raise():
         knn_predict(bank, labels, queries[:, :3])
     with pytest.raises(TaglessError):
         knn_predict(bank, labels, queries, temperature=0)
+
+
+def test_default_search_equals_plain_fp32():
+    # the default may prune with certified 16-bit candidates; results must be fp32's
+    bank, labels, queries, _ = _data(n_bank=3000, n_query=300, dim=64, seed=8, dtype=torch.float32)
+    for k in (1, 20, [5, 50]):
+        for weighted in (True, False):
+            auto = knn_predict(bank, labels, queries, k=k, weighted=weighted)
+            plain = knn_predict(bank, labels, queries, k=k, weighted=weighted, dtype=torch.float32)
+            if isinstance(auto, dict):
+                for kk in auto:
+                    torch.testing.assert_close(auto[kk], plain[kk])
+            else:
+                torch.testing.assert_close(auto, plain)
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n_candidates", [21, 30, 68])
+def test_certified_topk_is_exact(half, n_candidates):
+    from tagless.eval.knn import _certified_topk
+
+    bank, _, queries, _ = _data(n_bank=2000, n_query=100, dim=32, seed=9, dtype=torch.float32)
+    bank = torch.nn.functional.normalize(bank, dim=1)
+    queries = torch.nn.functional.normalize(queries, dim=1)
+    sims, idx = _certified_topk(queries, bank, bank.to(half), 20, n_candidates)
+    ref_sims, ref_idx = (queries @ bank.T).topk(20, dim=1)
+    torch.testing.assert_close(idx.sort(1).values, ref_idx.sort(1).values)
+    torch.testing.assert_close(sims, ref_sims, atol=1e-5, rtol=0)

@@ -31,11 +31,15 @@ def _sk_objective(clf, x, y):
     return -logp[np.arange(len(y)), np.searchsorted(clf.classes_, y)].mean()
 
 
-@pytest.mark.parametrize("l2", [1e-3, 1e-1])
-def test_multinomial_matches_sklearn(l2):
+@pytest.mark.parametrize("l2,precondition", [(1e-3, "auto"), (1e-1, "auto"), (1e-3, "diag"), (1e-3, "none")])
+def test_multinomial_matches_sklearn(l2, precondition):
     x, y = _blobs()
+    if precondition != "none":  # plain L-BFGS is slow on this; preconditioning is the point
+        x = x * np.linspace(0.1, 3, x.shape[1]) + 2.0  # uneven scales and an offset
     ref = _sk(x, y, l2_to_C(l2, len(y)))
-    model = fit_linear(x, y, l2, dtype=torch.float64, tol=1e-9, tol_change=0, max_iter=2000)
+    tol = 1e-9 if precondition == "none" else 1e-7  # the scaled problem is slower to polish
+    model = fit_linear(x, y, l2, dtype=torch.float64, tol=tol, tol_change=0, max_iter=2000,
+                       precondition=precondition)
     assert model.kind == "softmax" and model.weight.shape == (4, 20)
     np.testing.assert_allclose(model.weight.numpy(), ref.coef_, atol=1e-4)
     proba = torch.softmax(model.decision_function(torch.tensor(x)), 1).numpy()
@@ -43,6 +47,31 @@ def test_multinomial_matches_sklearn(l2):
     ours_obj = model.objective
     ref_obj = _sk_objective(ref, x, y) + 0.5 * l2 * (ref.coef_**2).sum()
     assert ours_obj == pytest.approx(ref_obj, rel=1e-6)
+
+
+def test_path_memory_maps_exactly_to_the_new_l2():
+    """After set_l2, the stored gradient at the previous iterate equals the new objective's
+    gradient there, in the new coordinates (the invariant behind keeping the memory)."""
+    from tagless.eval._logreg import LBFGSPath, Problem, make_preconditioner
+
+    x, y = _blobs(n=300, dim=12, classes=3, seed=8)
+    x = torch.tensor(x * np.linspace(0.2, 2, 12) + 1.0)
+    problem = Problem(x, torch.tensor(y), None, "softmax", 3)
+    path = LBFGSPath(problem, make_preconditioner(problem, "full"), 4, 0.0, 0.0, 10)
+    path.set_l2(1e-1)
+    path.run()
+    path.set_l2(3e-3)
+    state = path.opt.state[path.v]
+    flat = torch.cat([path.v.detach().reshape(-1), path.c.detach()])
+    prev = flat - state["t"] * state["d"]
+    with torch.no_grad():
+        path.v.copy_(prev[:-3].view(3, 12))
+        path.c.copy_(prev[-3:])
+    path.evaluate()
+    grad = torch.cat([path.v.grad.reshape(-1), path.c.grad])
+    torch.testing.assert_close(state["prev_flat_grad"], grad, rtol=1e-9, atol=1e-12)
+    for y_, s_, ro in zip(state["old_dirs"], state["old_stps"], state["ro"]):
+        assert float(ro) == pytest.approx(1 / float(y_.dot(s_)))
 
 
 def test_float32_default_accuracy_close_to_sklearn():
@@ -113,6 +142,7 @@ def test_sweep_chooses_a_sensible_value_and_warm_start_agrees():
     assert sweep.best_score > sweep.scores[0] and sweep.best_score > sweep.scores[-1]
     cold = linear_sweep(xt, yt, xv, yv, values, dtype=torch.float64, tol=1e-8, tol_change=0, warm_start=False)
     np.testing.assert_allclose(cold.scores, sweep.scores, atol=2 / len(yv))
+    torch.testing.assert_close(cold.best_model.weight, sweep.best_model.weight, atol=1e-5, rtol=0)
     # the same sweep with scikit-learn picks an equally good value
     sk_scores = [_sk(xt, yt, l2_to_C(v, len(yt))).score(xv, yv) for v in values]
     assert sweep.best_score == pytest.approx(max(sk_scores), abs=0.005)

@@ -9,10 +9,21 @@
 The bank is L2-normalised once; queries are processed in chunks so that only a
 ``chunk x N`` block of similarities exists at a time. One pass takes the top ``max(k)``
 neighbours, so several k cost the same as the largest one.
+
+Certified low-precision search (the default for fp32 features where the hardware has a
+fast 16-bit matmul: CUDA, or a CPU with AVX512-BF16 / AMX). The N similarities of a query
+are computed in bf16 (CPU) or fp16 (CUDA), which is about twice as fast, to pick
+``C = max(2k, k + 48)`` candidates; their similarities are then recomputed in fp32 and the
+top k taken from those. The result is the fp32 one whenever a bound certifies it: each
+16-bit similarity is within ``eps = 3u + 2 D 2^-24`` of the true one (u the format's unit
+roundoff, for unit vectors), so if the k-th exact similarity among the candidates exceeds
+the C-th 16-bit one by more than ``eps`` (plus the fp32 error), no other bank entry can be
+in the top k. Queries whose certificate fails are redone in fp32 over the whole bank.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -22,6 +33,71 @@ from tagless.errors import TaglessError
 
 # Similarities kept in memory at once when ``chunk_size`` is None (bytes).
 _CHUNK_BYTES = 256 * 2**20
+# Queries per exact re-ranking block: the gathered B x C x D candidates stay in cache.
+_RERANK_BLOCK = 64
+
+
+def _fast_half_dtype(device: torch.device) -> torch.dtype | None:
+    """A 16-bit matmul dtype that is faster than fp32 on this device, if any."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            check = getattr(cpu, probe, None)
+            if check is not None and check():
+                return torch.bfloat16
+    return None
+
+
+def _num_candidates(k: int, n_bank: int) -> int:
+    return min(n_bank, max(2 * k, k + 48))
+
+
+@contextlib.contextmanager
+def _full_precision_reductions(device: torch.device):
+    """cuBLAS may reduce fp16 products in fp16 unless told not to; the bound needs fp32."""
+    if device.type != "cuda":
+        yield
+        return
+    flags = torch.backends.cuda.matmul
+    before = flags.allow_fp16_reduced_precision_reduction
+    flags.allow_fp16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        flags.allow_fp16_reduced_precision_reduction = before
+
+
+def _certified_topk(q: torch.Tensor, bank: torch.Tensor, bank_half: torch.Tensor, k: int,
+                    n_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k (fp32 similarities, indices) of unit queries ``q`` over the unit ``bank``,
+    with candidates from the 16-bit ``bank_half`` (see the module docstring)."""
+    n_bank, dim = bank.shape
+    half = bank_half.dtype
+    unit = 2.0**-8 if half == torch.bfloat16 else 2.0**-11
+    eps = 3 * unit + 2 * dim * 2.0**-24  # 16-bit similarity error bound (unit vectors)
+    fp32_err = dim * 2.0**-24  # fp32 similarity error bound
+    with _full_precision_reductions(q.device):
+        approx = q.to(half) @ bank_half.T
+    cand_val, cand_idx = approx.topk(n_candidates, dim=1, largest=True, sorted=True)
+    del approx
+    sims, idx = [], []
+    for start in range(0, q.shape[0], _RERANK_BLOCK):
+        rows = slice(start, start + _RERANK_BLOCK)
+        cand = cand_idx[rows]
+        vectors = bank.index_select(0, cand.reshape(-1)).view(*cand.shape, dim)
+        exact = torch.bmm(vectors, q[rows, :, None])[..., 0]  # B x C similarities in fp32
+        val, pos = exact.topk(k, dim=1, largest=True, sorted=True)
+        sims.append(val)
+        idx.append(cand.gather(1, pos))
+    sims, idx = torch.cat(sims), torch.cat(idx)
+    if n_candidates < n_bank:
+        certified = sims[:, -1] - fp32_err > cand_val[:, -1].float() + eps
+        if not bool(certified.all()):
+            redo = (~certified).nonzero()[:, 0]
+            sims[redo], idx[redo] = (q[redo] @ bank.T).topk(k, dim=1, largest=True, sorted=True)
+    return sims, idx
 
 
 def _check_features(name: str, x: torch.Tensor) -> None:
@@ -95,6 +171,7 @@ def knn_votes(
     ranking) and keeps ``exp`` finite in fp32 for any T.
     """
     ks, _ = _as_ks(k)
+    auto = dtype is None
     num_classes, dtype = _prepare(bank, bank_labels, queries, ks, temperature, num_classes, dtype)
     kmax = max(ks)
     bank = bank.to(dtype)
@@ -102,8 +179,15 @@ def knn_votes(
         bank = F.normalize(bank, dim=1)
     labels = bank_labels.long()
     n_bank, n_query = bank.shape[0], queries.shape[0]
+    # certified 16-bit candidates need unit vectors (the error bound) and an fp32 default
+    half = _fast_half_dtype(bank.device) if auto and normalize and dtype == torch.float32 else None
+    n_cand = _num_candidates(kmax, n_bank)
+    if half is not None and n_cand >= n_bank:
+        half = None  # nothing to prune
+    bank_half = bank.to(half) if half is not None else None
     if chunk_size is None:
-        chunk_size = _CHUNK_BYTES // (n_bank * bank.element_size())
+        per_row = n_bank * (bank.element_size() if half is None else bank_half.element_size())
+        chunk_size = _CHUNK_BYTES // per_row
     chunk_size = max(1, min(int(chunk_size), max(n_query, 1)))
     vote_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     for start in range(0, n_query, chunk_size):
@@ -112,7 +196,10 @@ def knn_votes(
         if normalize:
             q = F.normalize(q, dim=1)
         # topk over one chunk x N block; sorted so the first k columns are the k nearest.
-        sim, idx = (q @ bank.T).topk(kmax, dim=1, largest=True, sorted=True)
+        if half is None:
+            sim, idx = (q @ bank.T).topk(kmax, dim=1, largest=True, sorted=True)
+        else:
+            sim, idx = _certified_topk(q, bank, bank_half, kmax, n_cand)
         neighbour_labels = labels[idx]
         if weighted:
             weights = ((sim.to(vote_dtype) - sim[:, :1].to(vote_dtype)) / temperature).exp_()
@@ -153,8 +240,11 @@ def knn_predict(
         chunk_size: queries per chunk (default: about 256 MB of similarities).
         normalize: L2-normalise bank and queries (cosine similarity); False uses raw dot
             products (for features normalised already).
-        dtype: matmul dtype: float32 by default (float64 if the bank is float64);
-            ``torch.bfloat16`` / ``torch.float16`` halve the memory traffic on CUDA.
+        dtype: None (default): fp32 results (fp64 if the bank is fp64), computed with the
+            certified 16-bit candidate search of the module docstring where the device has
+            a fast 16-bit matmul; ``torch.float32`` forces plain fp32 similarities;
+            ``torch.bfloat16`` / ``torch.float16`` use 16-bit similarities throughout
+            (approximate neighbours; fast on CUDA).
 
     Returns:
         int64 tensor of M predicted labels on the queries' device (or a dict over k).

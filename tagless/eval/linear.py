@@ -23,11 +23,14 @@ the weight decay lambda of [0]'s sweep. Losses:
 * multi-label (``y`` N x K of 1 / 0 / -1): K independent one-vs-rest logistic regressions
   (sigmoid BCE) with -1 entries dropped; class k equals scikit-learn fitted on the rows
   where ``y[:, k] != -1`` with the common ``C = 1 / (l2 N)``, N = all rows.
+
+The solver (:mod:`tagless.eval._logreg`) preconditions by a change of variables and keeps
+the L-BFGS memory along the sweep; it changes the route, not the minimiser. With
+``precondition='none'`` the iterates are plain L-BFGS on (W, b), as scikit-learn's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -36,10 +39,12 @@ import torch
 import torch.nn.functional as F
 
 from tagless.errors import TaglessError
+from tagless.eval._logreg import LBFGSPath, Preconditioner, Problem, make_preconditioner
 from tagless.eval.multilabel import map_class, map_sample
 
 DEFAULT_L2_VALUES = np.logspace(-6, 5, 45)  # paper 001's sweep
 _METRICS = ("accuracy", "mean_per_class_accuracy", "map_class", "map_sample")
+_PRECONDITIONERS = ("auto", "full", "diag", "none")
 
 
 def l2_to_C(l2: float, n: int) -> float:
@@ -86,32 +91,6 @@ class LinearModel:
         return (z > 0).long()
 
 
-@dataclass
-class _Data:
-    """Features and targets prepared on the device for one fit."""
-
-    x: torch.Tensor
-    target: torch.Tensor  # long N (softmax), float N (binary), float N x K (ovr)
-    mask: torch.Tensor | None  # float N x K of kept entries (ovr only)
-    kind: str
-    num_classes: int
-
-    @property
-    def n(self) -> int:
-        return self.x.shape[0]
-
-    def loss(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        # F.linear keeps W as K x D: its weight gradient is G^T X, which MKL computes
-        # several times faster than the X^T G of ``x @ w`` with a D x K w.
-        z = F.linear(self.x, w, b)
-        if self.kind == "softmax":
-            return F.cross_entropy(z, self.target)
-        if self.kind == "binary":
-            return F.binary_cross_entropy_with_logits(z[:, 0], self.target)
-        total = F.binary_cross_entropy_with_logits(z, self.target, weight=self.mask, reduction="sum")
-        return total / self.n
-
-
 def _to_tensor(x, name: str, device, dtype=None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
@@ -156,13 +135,12 @@ def _prepare(x, y, device, dtype, num_classes: int | None, name: str):
     return x, y, kind
 
 
-def _make_data(x: torch.Tensor, y: torch.Tensor, kind: str, num_classes: int) -> _Data:
+def _make_problem(x: torch.Tensor, y: torch.Tensor, kind: str, num_classes: int) -> Problem:
     if kind == "multi":
-        mask = (y != -1).to(x.dtype)
-        return _Data(x, (y == 1).to(x.dtype), mask, "ovr", y.shape[1])
+        return Problem(x, (y == 1).to(x.dtype), (y != -1).to(x.dtype), "ovr", y.shape[1])
     if num_classes == 2:
-        return _Data(x, y.to(x.dtype), None, "binary", 2)
-    return _Data(x, y, None, "softmax", num_classes)
+        return Problem(x, y.to(x.dtype), None, "binary", 2)
+    return Problem(x, y, None, "softmax", num_classes)
 
 
 def _standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,61 +149,21 @@ def _standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
-# Below this many multiply-adds per pass over the data, one thread is faster: a pass is then
-# dominated by per-op overhead, and OpenMP barriers between two threads cost more than the
-# work (badly so on a loaded machine, where a spinning thread waits for a descheduled one).
-_SMALL_PROBLEM = 1 << 22
+def _check_solver(l2_values, precondition: str, max_iter: int, tol: float) -> np.ndarray:
+    values = np.asarray(l2_values, dtype=np.float64).reshape(-1)
+    if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise TaglessError("l2 values must be positive numbers (and at least one)")
+    if precondition not in _PRECONDITIONERS:
+        raise TaglessError(f"precondition must be one of {', '.join(_PRECONDITIONERS)}, got {precondition!r}")
+    if max_iter < 1 or not tol >= 0:
+        raise TaglessError(f"max_iter must be >= 1 and tol >= 0, got {max_iter} and {tol}")
+    return values
 
 
-@contextlib.contextmanager
-def _threads_for(data: "_Data"):
-    small = data.x.device.type == "cpu" and data.x.numel() * max(data.num_classes, 1) < _SMALL_PROBLEM
-    before = torch.get_num_threads()
-    if small and before > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
-def _lbfgs(data: _Data, l2: float, w0: torch.Tensor, b0: torch.Tensor, max_iter: int,
-           tol: float, tol_change: float, history_size: int):
-    """Minimise F(W, b) = mean loss + l2/2 ||W||^2 with torch's L-BFGS (strong Wolfe)."""
-    w = w0.detach().clone().requires_grad_(True)
-    b = b0.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=tol,
-                            tolerance_change=tol_change, history_size=history_size,
-                            line_search_fn="strong_wolfe")
-
-    evaluated: list[tuple[float, torch.Tensor, torch.Tensor]] = []
-
-    def closure():
-        opt.zero_grad(set_to_none=False)
-        obj = data.loss(w, b) + 0.5 * l2 * w.pow(2).sum()
-        obj.backward()
-        # K x D is small: remember where F was evaluated to report F at the final point
-        # without another pass over the data
-        evaluated.append((float(obj.detach()), w.detach().clone(), b.detach().clone()))
-        del evaluated[:-4]
-        return obj
-
-    with torch.enable_grad(), _threads_for(data):
-        opt.step(closure)
-    w, b = w.detach(), b.detach()
-    n_iter = int(opt.state[opt.param_groups[0]["params"][0]].get("n_iter", 0))
-    for value, we, be in reversed(evaluated):
-        if torch.equal(we, w) and torch.equal(be, b):
-            return w, b, n_iter, value
-    with torch.no_grad():  # the line search ended on a point it did not evaluate last
-        return w, b, n_iter, float(data.loss(w, b) + 0.5 * l2 * w.pow(2).sum())
-
-
-def _init_params(data: _Data, dim: int):
-    k = 1 if data.kind == "binary" else data.num_classes
-    return (torch.zeros(k, dim, dtype=data.x.dtype, device=data.x.device),
-            torch.zeros(k, dtype=data.x.dtype, device=data.x.device))
+def _model(path: LBFGSPath, problem: Problem, l2: float, n_iter: int, objective: float,
+           mean, std) -> LinearModel:
+    w, b = path.weights()
+    return LinearModel(w, b, problem.kind, problem.num_classes, float(l2), mean, std, n_iter, objective)
 
 
 def fit_linear(
@@ -238,7 +176,8 @@ def fit_linear(
     max_iter: int = 1000,
     tol: float = 1e-4,
     tol_change: float = 1e-9,
-    history_size: int = 10,
+    history_size: int = 20,
+    precondition: str = "auto",
     init: LinearModel | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -248,39 +187,42 @@ def fit_linear(
     Args:
         x: N x D features (tensor or array). y: N int labels (-1 rows dropped) or N x K 1/0/-1.
         l2: weight decay on the mean loss (``C = 1 / (l2 N)`` in scikit-learn terms).
-        standardize: subtract the mean and divide by the std of x (stored in the model).
-        max_iter: L-BFGS iterations (paper 004 uses 5000). tol: stop when the largest
-            absolute gradient entry of F is <= tol (scikit-learn's ``tol`` / scipy ``gtol``).
+        standardize: subtract the mean and divide by the std of x (stored in the model;
+            this changes the objective, unlike ``precondition``).
+        max_iter: L-BFGS iterations (paper 004 uses 5000).
+        tol: stop when the largest absolute entry of the gradient of F in (W, b) is <= tol
+            (scikit-learn's ``tol``; judged in the original variables whatever the
+            preconditioner).
         tol_change: stop when F or the step changes by less than this (torch's
             ``tolerance_change``).
+        history_size: L-BFGS memory (20 pairs: fewer passes than scipy's 10 for 2 x 20 x K x D
+            extra floats).
+        precondition: 'auto' (full covariance eigenbasis up to D = 2048, else per-feature
+            variance), 'full', 'diag' or 'none'; see :mod:`tagless.eval._logreg`.
         init: warm start from this model's weight and bias.
         device, dtype: where and in which precision to fit (default: x's device, fp32).
     """
+    _check_solver([l2], precondition, max_iter, tol)
     if device is None:
         device = x.device if isinstance(x, torch.Tensor) else "cpu"
     xt, yt, kind = _prepare(x, y, device, dtype, num_classes, "train")
-    if kind == "single" and num_classes is None:
-        num_classes = int(yt.max()) + 1
-    if kind == "single" and num_classes < 2:
-        raise TaglessError("a linear classifier needs at least 2 classes")
+    if kind == "single":
+        num_classes = int(yt.max()) + 1 if num_classes is None else num_classes
+        if num_classes < 2:
+            raise TaglessError("a linear classifier needs at least 2 classes")
     mean = std = None
     if standardize:
         mean, std = _standardizer(xt)
         xt = (xt - mean) / std
-    data = _make_data(xt, yt, kind, num_classes or yt.shape[1])
-    return _fit(data, l2, init, max_iter, tol, tol_change, history_size, mean, std)
-
-
-def _fit(data, l2, init, max_iter, tol, tol_change, history_size, mean, std) -> LinearModel:
-    if not l2 > 0 or not math.isfinite(l2):
-        raise TaglessError(f"l2 must be a positive number, got {l2}")
-    w0, b0 = _init_params(data, data.x.shape[1])
+    problem = _make_problem(xt, yt, kind, num_classes or yt.shape[1])
+    path = LBFGSPath(problem, make_preconditioner(problem, precondition), max_iter, tol, tol_change, history_size)
+    path.set_l2(l2)
     if init is not None:
-        if init.weight.shape != w0.shape:
-            raise TaglessError(f"init weight shape {tuple(init.weight.shape)} != {tuple(w0.shape)}")
-        w0, b0 = init.weight.to(w0), init.bias.to(b0)
-    w, b, n_iter, obj = _lbfgs(data, float(l2), w0, b0, max_iter, tol, tol_change, history_size)
-    return LinearModel(w, b, data.kind, data.num_classes, float(l2), mean, std, n_iter, obj)
+        if init.weight.shape != path.v.shape:
+            raise TaglessError(f"init weight shape {tuple(init.weight.shape)} != {tuple(path.v.shape)}")
+        path.set_start(init.weight.to(xt), init.bias.to(xt))
+    n_iter, objective = path.run()
+    return _model(path, problem, l2, n_iter, objective, mean, std)
 
 
 def _score(model: LinearModel, x: torch.Tensor, y: torch.Tensor, metric: str) -> float:
@@ -320,39 +262,37 @@ class SweepResult:
     best_l2: float
     best_score: float
     metric: str
-    best_model: LinearModel
-    models: list[LinearModel] | None = None
+    best_model: LinearModel = field(repr=False)
+    preconditioner: Preconditioner | None = field(default=None, repr=False)
+    models: list[LinearModel] | None = field(default=None, repr=False)
 
 
-def _check_l2_values(l2_values) -> np.ndarray:
-    values = np.asarray(l2_values, dtype=np.float64).reshape(-1)
-    if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise TaglessError("l2_values must be a non-empty list of positive numbers")
-    return values
-
-
-def _sweep(fit_data: _Data, x_eval, y_eval, values, metric, max_iter, tol, tol_change,
-           history_size, warm_start, mean, std, keep_models) -> SweepResult:
+def _sweep(problem: Problem, pre: Preconditioner, x_eval, y_eval, values, metric, max_iter, tol,
+           tol_change, history_size, warm_start, mean, std, keep_models) -> SweepResult:
     # Strongest regularisation first: its optimum is near W = 0 (the cold start) and is
     # found in a few iterations; each weaker value then starts from the optimum of a
     # slightly stronger one (a regularisation path, as in glmnet / LogisticRegressionCV),
-    # so the expensive weakly-regularised fits start close to their solution.
+    # so the expensive weakly-regularised fits start close to their solution, with the
+    # L-BFGS memory of the previous fit mapped to the new one.
     order = np.argsort(-values, kind="stable")
     scores = np.zeros(len(values))
     n_iters = np.zeros(len(values), dtype=np.int64)
     models: list[LinearModel | None] = [None] * len(values)
-    prev = None
+    path = LBFGSPath(problem, pre, max_iter, tol, tol_change, history_size, keep_memory=warm_start)
+    zero_w, zero_b = path.weights()
     for i in order:
-        model = _fit(fit_data, values[i], prev if warm_start else None, max_iter, tol,
-                     tol_change, history_size, mean, std)
+        path.set_l2(values[i])
+        if not warm_start:
+            path.set_start(zero_w, zero_b)
+        n_iter, objective = path.run()
+        model = _model(path, problem, values[i], n_iter, objective, mean, std)
         scores[i] = _score(model, x_eval, y_eval, metric)
-        n_iters[i] = model.n_iter
+        n_iters[i] = n_iter
         models[i] = model
-        prev = model
     # best score; ties go to the strongest regularisation (the more conservative model)
     best = max(order, key=lambda j: (scores[j], values[j]))
     return SweepResult(values, scores, n_iters, int(best), float(values[best]), float(scores[best]),
-                       metric, models[best], models if keep_models else None)
+                       metric, models[best], pre, models if keep_models else None)
 
 
 def linear_sweep(
@@ -368,7 +308,8 @@ def linear_sweep(
     max_iter: int = 1000,
     tol: float = 1e-4,
     tol_change: float = 1e-9,
-    history_size: int = 10,
+    history_size: int = 20,
+    precondition: str = "auto",
     warm_start: bool = True,
     keep_models: bool = False,
     device: torch.device | str | None = None,
@@ -377,13 +318,14 @@ def linear_sweep(
     """Fit one probe per L2 value on (x_train, y_train) and score each on (x_val, y_val) [0].
 
     Fits run from the largest to the smallest ``l2``, each warm-started from the previous
-    optimum (``warm_start=False`` starts every fit from zero). ``metric``: 'auto' (accuracy
-    for single labels, mAP@class for multi-label), 'accuracy', 'mean_per_class_accuracy'
-    (paper 004's MPC for Aircraft / Flowers / Pets), 'map_class' or 'map_sample'.
-    ``standardize`` uses the training split's statistics. Other arguments as in
-    :func:`fit_linear`. Returns a :class:`SweepResult` (ties -> the largest l2).
+    optimum and L-BFGS memory (``warm_start=False`` starts every fit from zero with an empty
+    memory). ``metric``: 'auto' (accuracy for single labels, mAP@class for multi-label),
+    'accuracy', 'mean_per_class_accuracy' (paper 004's MPC for Aircraft / Flowers / Pets),
+    'map_class' or 'map_sample'. ``standardize`` uses the training split's statistics.
+    Other arguments as in :func:`fit_linear`. Returns a :class:`SweepResult` (ties go to the
+    largest l2; ``models`` holds every fit when ``keep_models``).
     """
-    values = _check_l2_values(l2_values)
+    values = _check_solver(l2_values, precondition, max_iter, tol)
     if device is None:
         device = x_train.device if isinstance(x_train, torch.Tensor) else "cpu"
     xt, yt, kind = _prepare(x_train, y_train, device, dtype, num_classes, "train")
@@ -404,8 +346,9 @@ def linear_sweep(
     if standardize:
         mean, std = _standardizer(xt)
         xt, xv = (xt - mean) / std, (xv - mean) / std
-    data = _make_data(xt, yt, kind, num_classes or yt.shape[1])
-    return _sweep(data, xv, yv, values, metric, max_iter, tol, tol_change, history_size,
+    problem = _make_problem(xt, yt, kind, num_classes or yt.shape[1])
+    pre = make_preconditioner(problem, precondition)
+    return _sweep(problem, pre, xv, yv, values, metric, max_iter, tol, tol_change, history_size,
                   warm_start, mean, std, keep_models)
 
 
@@ -469,7 +412,8 @@ def linear_probe(
     max_iter: int = 1000,
     tol: float = 1e-4,
     tol_change: float = 1e-9,
-    history_size: int = 10,
+    history_size: int = 20,
+    precondition: str = "auto",
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> LinearProbeResult:
@@ -493,7 +437,8 @@ def linear_probe(
     if kind == "single" and num_classes is None:
         num_classes = int(max(int(yt.max()), int(ys.max()))) + 1
     opts = dict(num_classes=num_classes, metric=metric, standardize=standardize, max_iter=max_iter,
-                tol=tol, tol_change=tol_change, history_size=history_size, device=device, dtype=dtype)
+                tol=tol, tol_change=tol_change, history_size=history_size, precondition=precondition,
+                device=device, dtype=dtype)
     if protocol == "best_on_test":
         sweep = linear_sweep(xt, yt, xs, ys, l2_values, **opts)
         l2 = sweep.best_l2
@@ -505,9 +450,8 @@ def linear_probe(
     tr, va = _split(yt, val_fraction, seed)
     tr_t, va_t = torch.as_tensor(tr, device=xt.device), torch.as_tensor(va, device=xt.device)
     sweep = linear_sweep(xt[tr_t], yt[tr_t], xt[va_t], yt[va_t], l2_values, **opts)
-    model = fit_linear(xt, yt, sweep.best_l2, num_classes=num_classes, standardize=standardize,
-                       max_iter=max_iter, tol=tol, tol_change=tol_change, history_size=history_size,
-                       init=sweep.best_model, device=device, dtype=dtype)
+    opts.pop("metric")
+    model = fit_linear(xt, yt, sweep.best_l2, init=sweep.best_model, **opts)
     xs_std = xs if model.mean is None else (xs - model.mean) / model.std
     score = _score(model, xs_std, ys, sweep.metric)
     return LinearProbeResult(score, sweep.metric, protocol, sweep.best_l2, l2_to_C(sweep.best_l2, xt.shape[0]),

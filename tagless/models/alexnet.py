@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tagless.errors import TaglessError
-from tagless.models.base import Backbone
+from tagless.models.base import Backbone, init_conv_bn
 
 CHANNELS = {"small": (64, 192, 384, 256, 256), "standard": (96, 256, 384, 384, 256)}
 STEMS = ("imagenet", "cifar")
@@ -99,13 +99,7 @@ class AlexNet(Backbone):
         self.layer_names = ["conv1", "conv2", "conv3", "conv4", "conv5"]
         self.layer_channels = dict(zip(self.layer_names, (c1, c2, c3, c4, c5)))
         self.layer_strides = dict(zip(self.layer_names, strides))
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def _stage(self, name: str, x: Tensor) -> Tensor:
         if name == "conv1":

@@ -68,6 +68,16 @@ class Backbone(nn.Module):
         return last
 
 
+def init_conv_bn(module: nn.Module) -> None:
+    """torchvision's initialisation: Kaiming-normal (fan_out, ReLU) convs, BN weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def pooled_grid(channels: int, height: int, width: int, target_dim: int) -> tuple[int, int]:
     """Grid ``(h, w)`` that `pooled_layer_features` pools a ``C x H x W`` map to.
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from tagless.errors import TaglessError
-from tagless.models.base import Backbone
+from tagless.models.base import Backbone, init_conv_bn
 
 STEMS = ("imagenet", "cifar")
 
@@ -163,12 +163,7 @@ class ResNet(Backbone):
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
