@@ -76,14 +76,20 @@ class Features:
         return x, np.where(flip, self.rng.integers(0, CLASSES, n), y)
 
 
-def timed(fn, device: torch.device | None = None):
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return out, time.perf_counter() - start
+REPEAT = 1  # set by --repeat: each timing is the best of this many runs
+
+
+def timed(fn, device: torch.device | None = None, repeat: int = 1):
+    best = float("inf")
+    for _ in range(repeat):
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = fn()
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return out, best
 
 
 @contextlib.contextmanager
@@ -141,10 +147,10 @@ def bench_knn(feats: Features, n_bank: int, n_query: int, device: torch.device) 
     sk_set = fastest(sklearn_settings(), lambda: sk(probe_q))
     our_set = fastest(torch_settings(device), lambda: ours(False, probe_q))
     with sklearn_settings()[sk_set]():
-        p_sk, t_sk = timed(sk)
+        p_sk, t_sk = timed(sk, repeat=REPEAT)
     with torch_settings(device)[our_set]():
-        p_u, t_u = timed(lambda: ours(False), device)
-        p_w, t_w = timed(lambda: ours(True), device)
+        p_u, t_u = timed(lambda: ours(False), device, REPEAT)
+        p_w, t_w = timed(lambda: ours(True), device, REPEAT)
     size = f"{n_query} x {n_bank} x {DIM}"
     return [
         ("kNN k=20 majority", "scikit-learn", size, t_sk, 1.0, (p_sk == yq).mean(), sk_set),
@@ -196,9 +202,9 @@ def bench_sweep(feats: Features, n_train: int, n_eval: int, max_iter: int, tol: 
     our_set = fastest(torch_settings(device),
                       lambda: fit_linear(xt_dev, torch.from_numpy(yt).to(device), 1e-2, max_iter=5))
     with sklearn_settings()[sk_set]():
-        (sk_best, sk_iters), t_sk = timed(sk)
+        (sk_best, sk_iters), t_sk = timed(sk, repeat=REPEAT)
     with torch_settings(device)[our_set]():
-        (our_best, our_iters), t_ours = timed(ours, device)
+        (our_best, our_iters), t_ours = timed(ours, device, REPEAT)
     size = f"45 x ({n_train} x {DIM})"
     return [
         ("L2 sweep (L-BFGS)", "scikit-learn", size, t_sk, 1.0, sk_best[2],
@@ -216,7 +222,10 @@ def main(argv=None) -> None:
     parser.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations per L2 value (both)")
     parser.add_argument("--tol", type=float, default=1e-4, help="gradient tolerance (both)")
     parser.add_argument("--skip", choices=["knn", "linear"], default=None)
+    parser.add_argument("--repeat", type=int, default=1, help="report the best of this many timings")
     args = parser.parse_args(argv)
+    global REPEAT
+    REPEAT = max(1, args.repeat)
     device = torch.device(args.device)
     if args.quick:
         n_bank, n_query, n_train, n_eval = 5000, 1000, 5000, 1000
@@ -226,7 +235,7 @@ def main(argv=None) -> None:
 
     print(f"device {device} | torch {torch.__version__}, {torch.get_num_threads()} threads | "
           f"{os.cpu_count()} CPUs {platform.machine()} | numpy {np.__version__} | "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} | best of {REPEAT}")
     rows = []
     for kind in kinds:
         feats = Features(kind, np.random.default_rng(0))

@@ -1,5 +1,6 @@
-"""``tagless demo``: pre-train MoCo-v2 and SimSiam on digits without labels and compare the
-frozen backbone's kNN accuracy with the same backbone at random init and with raw pixels."""
+"""``tagless demo``: pre-train MoCo-v2 and SimSiam on digits without labels, then compare the
+frozen backbone with the same backbone at random init and with raw pixels, by weighted kNN
+and by a linear probe, and write each run's HTML report."""
 
 from __future__ import annotations
 
@@ -12,42 +13,46 @@ from tagless.config import load_config
 from tagless.data import build_dataset
 from tagless.engine import extract_features, train
 from tagless.engine.progress import format_table
-from tagless.eval import knn_predict
+from tagless.eval import knn_accuracy, linear_probe
 from tagless.models import build_backbone_from_config
+from tagless.report.from_run import report_run
 
 DEMO_CONFIGS = ("demo_moco", "demo_simsiam")
+COLUMNS = ["features", "kNN top-1 (%)", "linear top-1 (%)", "final loss", "images/s", "wall (s)"]
 
 
-def _knn_top1(bank, bank_labels, queries, labels, k: int, temperature: float) -> float:
-    pred = knn_predict(bank, torch.as_tensor(bank_labels), queries, k=k, temperature=temperature)
-    return float((pred.cpu().numpy() == labels).mean() * 100)
+def score_features(x_train, y_train, x_test, y_test, k: int, temperature: float) -> dict:
+    """Weighted kNN top-1 and L-BFGS linear-probe top-1 (L2 chosen on a validation split)."""
+    t = lambda a: torch.as_tensor(a)
+    knn = knn_accuracy(t(x_train), t(y_train), t(x_test), t(y_test), k=k, temperature=temperature)
+    probe = linear_probe(x_train, y_train, x_test, y_test, protocol="val")
+    return {"kNN top-1 (%)": 100 * knn["top1"], "linear top-1 (%)": 100 * probe.score}
 
 
 def baselines(cfg) -> list[dict]:
-    """kNN top-1 of raw pixels and of the untrained backbone (same init seed)."""
+    """Raw pixels and the untrained backbone (the same init seed as the pre-trained runs)."""
     train_set, test_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "test")
     k, t = cfg.train.knn_k, cfg.train.knn_temperature
     rows = []
     start = time.perf_counter()
-    pix = lambda ds: torch.from_numpy(ds.images.reshape(len(ds), -1).astype(np.float32) / 255.0)
-    pix_train, pix_test = pix(train_set), pix(test_set)
+    pix = lambda ds: ds.images.reshape(len(ds), -1).astype(np.float32) / 255.0
     # Centre raw pixels so that cosine similarity is not dominated by the mean image.
-    mu = pix_train.mean(0, keepdim=True)
-    acc = _knn_top1(pix_train - mu, train_set.targets, pix_test - mu, test_set.targets, k, t)
-    rows.append({"method": "raw pixels", "kNN top-1 (%)": acc, "wall (s)": time.perf_counter() - start})
+    mu = pix(train_set).mean(0, keepdims=True)
+    scores = score_features(pix(train_set) - mu, train_set.targets, pix(test_set) - mu, test_set.targets, k, t)
+    rows.append({"features": "raw pixels", **scores, "wall (s)": time.perf_counter() - start})
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     backbone = build_backbone_from_config(cfg.model)
     args = (cfg.views.global_size, cfg.views.mean, cfg.views.std)
-    acc = _knn_top1(extract_features(backbone, train_set.images, *args), train_set.targets,
-                    extract_features(backbone, test_set.images, *args), test_set.targets, k, t)
-    rows.append({"method": f"random init {cfg.model.backbone} x{cfg.model.width}", "kNN top-1 (%)": acc,
+    feats = lambda ds: extract_features(backbone, ds.images, *args).numpy()
+    scores = score_features(feats(train_set), train_set.targets, feats(test_set), test_set.targets, k, t)
+    rows.append({"features": f"random init {cfg.model.backbone} x{cfg.model.width}", **scores,
                  "wall (s)": time.perf_counter() - start})
     return rows
 
 
 def run_demo(out_dir: str = "runs", epochs: int | None = None, overrides: list[str] = (), progress: bool = True) -> dict:
-    """Train every demo config, print the table, return {'rows': [...], 'run_dirs': [...]}."""
+    """Train every demo config, write reports, print the table; returns rows and run dirs."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows, run_dirs = [], []
     cfg = None
@@ -56,15 +61,18 @@ def run_demo(out_dir: str = "runs", epochs: int | None = None, overrides: list[s
         cfg = load_config(name, [*extra, *overrides])
         print(f"pre-training {cfg.method.name} on {cfg.data.source} for {cfg.train.epochs} epochs -> {cfg.run_dir}", flush=True)
         result = train(cfg, progress=progress)
-        rows.append({"method": f"{cfg.method.name} pre-trained", "kNN top-1 (%)": result.knn_top1,
-                     "final loss": result.final_loss, "images/s": result.images_per_s, "wall (s)": result.wall_s})
-        run_dirs.append(str(result.run_dir))
+        report = report_run(result.run_dir, k=cfg.train.knn_k, temperature=cfg.train.knn_temperature)
+        knn_row, linear_row = report["results"]
+        rows.append({"features": f"{cfg.method.name} pre-trained", "kNN top-1 (%)": knn_row["top-1 (%)"],
+                     "linear top-1 (%)": linear_row["top-1 (%)"], "final loss": result.final_loss,
+                     "images/s": result.images_per_s, "wall (s)": result.wall_s})
+        run_dirs.append((str(result.run_dir), report["report"]))
     rows = baselines(cfg) + rows
     k, t = cfg.train.knn_k, cfg.train.knn_temperature
     print()
-    print(format_table(rows, ["method", "kNN top-1 (%)", "final loss", "images/s", "wall (s)"],
-                       title=f"tagless demo: {cfg.data.source} ({cfg.data.image_size} px), weighted kNN k={k} T={t} on the held-out split"))
+    print(format_table(rows, COLUMNS, title=f"tagless demo: {cfg.data.source} ({cfg.data.image_size} px), held-out split; "
+                                             f"weighted kNN k={k} T={t}; L-BFGS linear probe, L2 chosen on val"))
     print()
-    for d in run_dirs:
-        print(f"run directory: {d}")
-    return {"rows": rows, "run_dirs": run_dirs}
+    for run_dir, report in run_dirs:
+        print(f"run directory: {run_dir}  (report: {report})")
+    return {"rows": rows, "run_dirs": [d for d, _ in run_dirs]}

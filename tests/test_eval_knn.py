@@ -54,8 +54,10 @@ def test_majority_ties_go_to_smallest_class():
     # query equidistant to everything: k=4 with two votes each for classes 3 and 1
     bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
     labels = torch.tensor([3, 1, 3, 1])
-    pred = knn_predict(bank, labels, torch.tensor([[0.0, 0.0]]) + 1e-12, k=4, weighted=False)
-    assert pred.tolist() == [1]
+    query = torch.tensor([[1e-12, 1e-12]])
+    pred = knn_predict(bank, labels, query, k=4, weighted=False)
+    ref = KNeighborsClassifier(n_neighbors=4, metric="cosine", algorithm="brute").fit(bank.numpy(), labels.numpy())
+    assert pred.tolist() == [1] == ref.predict(query.numpy()).tolist()
 
 
 @pytest.mark.parametrize("k,temperature", [(20, 0.07), (50, 0.1), (5, 1.0)])
@@ -124,8 +126,11 @@ def test_bad_inputs_raise():
         knn_predict(bank, labels, queries, temperature=0)
 
 
-def test_default_search_equals_plain_fp32():
+def test_default_search_equals_plain_fp32(monkeypatch):
     # the default may prune with certified 16-bit candidates; results must be fp32's
+    import tagless.eval.knn as knn
+
+    monkeypatch.setattr(knn, "_CERTIFIED_MIN_WORK", 0)  # use it even on this small bank
     bank, labels, queries, _ = _data(n_bank=3000, n_query=300, dim=64, seed=8, dtype=torch.float32)
     for k in (1, 20, [5, 50]):
         for weighted in (True, False):

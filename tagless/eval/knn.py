@@ -10,8 +10,8 @@ The bank is L2-normalised once; queries are processed in chunks so that only a
 ``chunk x N`` block of similarities exists at a time. One pass takes the top ``max(k)``
 neighbours, so several k cost the same as the largest one.
 
-Certified low-precision search (the default for fp32 features where the hardware has a
-fast 16-bit matmul: CUDA, or a CPU with AVX512-BF16 / AMX). The N similarities of a query
+Certified low-precision search (the default for fp32 features and large banks where the
+hardware has a fast 16-bit matmul: CUDA, or a CPU with AVX512-BF16 / AMX). The N similarities of a query
 are computed in bf16 (CPU) or fp16 (CUDA), which is about twice as fast, to pick
 ``C = max(2k, k + 48)`` candidates; their similarities are then recomputed in fp32 and the
 top k taken from those. The result is the fp32 one whenever a bound certifies it: each
@@ -35,6 +35,9 @@ from tagless.errors import TaglessError
 _CHUNK_BYTES = 256 * 2**20
 # Queries per exact re-ranking block: the gathered B x C x D candidates stay in cache.
 _RERANK_BLOCK = 64
+# The 16-bit search pays off from about this many bank entries x dims (16k x 512 on a
+# 2-core AVX512-BF16 CPU); below it, the candidate top-k and re-ranking cost more.
+_CERTIFIED_MIN_WORK = 1 << 23
 
 
 def _fast_half_dtype(device: torch.device) -> torch.dtype | None:
@@ -182,8 +185,8 @@ def knn_votes(
     # certified 16-bit candidates need unit vectors (the error bound) and an fp32 default
     half = _fast_half_dtype(bank.device) if auto and normalize and dtype == torch.float32 else None
     n_cand = _num_candidates(kmax, n_bank)
-    if half is not None and n_cand >= n_bank:
-        half = None  # nothing to prune
+    if n_bank < 8 * n_cand or n_bank * bank.shape[1] < _CERTIFIED_MIN_WORK:
+        half = None  # too little to prune
     bank_half = bank.to(half) if half is not None else None
     if chunk_size is None:
         per_row = n_bank * (bank.element_size() if half is None else bank_half.element_size())
@@ -297,6 +300,8 @@ def knn_accuracy(
     ks, many = _as_ks(k)
     if num_classes is None:
         num_classes = int(max(int(bank_labels.max()), int(query_labels.max()))) + 1
+    elif query_labels.numel() and int(query_labels.max()) >= num_classes:
+        raise TaglessError(f"query label {int(query_labels.max())} out of range for num_classes={num_classes}")
     correct = {kk: {n: 0 for n in topk} for kk in ks}
     total = 0
     labels = query_labels.to(queries.device).long()

@@ -91,7 +91,7 @@ class LinearModel:
         return (z > 0).long()
 
 
-def _to_tensor(x, name: str, device, dtype=None) -> torch.Tensor:
+def _to_tensor(x, device, dtype=None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
     return x.to(device=device, dtype=dtype) if dtype is not None else x.to(device)
@@ -112,8 +112,8 @@ def _label_kind(y: torch.Tensor) -> str:
 
 def _prepare(x, y, device, dtype, num_classes: int | None, name: str):
     """Tensors on the device; single labels < 0 (unlabelled) are dropped."""
-    x = _to_tensor(x, f"x_{name}", device, dtype)
-    y = _to_tensor(y, f"y_{name}", device)
+    x = _to_tensor(x, device, dtype)
+    y = _to_tensor(y, device)
     if x.ndim != 2:
         raise TaglessError(f"x_{name} must be N x D, got shape {tuple(x.shape)}")
     if y.shape[0] != x.shape[0]:
@@ -133,6 +133,24 @@ def _prepare(x, y, device, dtype, num_classes: int | None, name: str):
     if x.shape[0] == 0:
         raise TaglessError(f"x_{name} has no labelled rows")
     return x, y, kind
+
+
+def _prepare_pair(x_fit, y_fit, x_eval, y_eval, device, dtype, num_classes: int | None, eval_name: str):
+    """Both splits on the device, checked against each other; infers num_classes."""
+    xt, yt, kind = _prepare(x_fit, y_fit, device, dtype, num_classes, "train")
+    xe, ye, kind_e = _prepare(x_eval, y_eval, device, dtype, num_classes, eval_name)
+    if kind != kind_e:
+        raise TaglessError(f"train and {eval_name} labels must be of the same kind (single or multi-label)")
+    if xt.shape[1] != xe.shape[1]:
+        raise TaglessError(f"x_train dim {xt.shape[1]} != x_{eval_name} dim {xe.shape[1]}")
+    if kind == "single":
+        if num_classes is None:
+            num_classes = int(max(int(yt.max()), int(ye.max()))) + 1
+        if num_classes < 2:
+            raise TaglessError("a linear classifier needs at least 2 classes")
+    elif yt.shape[1] != ye.shape[1]:
+        raise TaglessError(f"y_train has {yt.shape[1]} classes but y_{eval_name} has {ye.shape[1]}")
+    return xt, yt, xe, ye, kind, num_classes or yt.shape[1]
 
 
 def _make_problem(x: torch.Tensor, y: torch.Tensor, kind: str, num_classes: int) -> Problem:
@@ -328,25 +346,14 @@ def linear_sweep(
     values = _check_solver(l2_values, precondition, max_iter, tol)
     if device is None:
         device = x_train.device if isinstance(x_train, torch.Tensor) else "cpu"
-    xt, yt, kind = _prepare(x_train, y_train, device, dtype, num_classes, "train")
-    xv, yv, kind_v = _prepare(x_val, y_val, device, dtype, num_classes, "val")
-    if kind != kind_v:
-        raise TaglessError("train and val labels must be of the same kind (single or multi-label)")
-    if kind == "single":
-        if num_classes is None:
-            num_classes = int(max(int(yt.max()), int(yv.max()))) + 1
-        if num_classes < 2:
-            raise TaglessError("a linear classifier needs at least 2 classes")
-    elif yt.shape[1] != yv.shape[1]:
-        raise TaglessError(f"y_train has {yt.shape[1]} classes but y_val has {yv.shape[1]}")
-    if xt.shape[1] != xv.shape[1]:
-        raise TaglessError(f"x_train dim {xt.shape[1]} != x_val dim {xv.shape[1]}")
+    xt, yt, xv, yv, kind, num_classes = _prepare_pair(x_train, y_train, x_val, y_val, device, dtype,
+                                                      num_classes, "val")
     metric = _resolve_metric(metric, kind)
     mean = std = None
     if standardize:
         mean, std = _standardizer(xt)
         xt, xv = (xt - mean) / std, (xv - mean) / std
-    problem = _make_problem(xt, yt, kind, num_classes or yt.shape[1])
+    problem = _make_problem(xt, yt, kind, num_classes)
     pre = make_preconditioner(problem, precondition)
     return _sweep(problem, pre, xv, yv, values, metric, max_iter, tol, tol_change, history_size,
                   warm_start, mean, std, keep_models)
@@ -430,12 +437,8 @@ def linear_probe(
         raise TaglessError(f"protocol must be 'val' or 'best_on_test', got {protocol!r}")
     if device is None:
         device = x_train.device if isinstance(x_train, torch.Tensor) else "cpu"
-    xt, yt, kind = _prepare(x_train, y_train, device, dtype, num_classes, "train")
-    xs, ys, kind_s = _prepare(x_test, y_test, device, dtype, num_classes, "test")
-    if kind != kind_s:
-        raise TaglessError("train and test labels must be of the same kind (single or multi-label)")
-    if kind == "single" and num_classes is None:
-        num_classes = int(max(int(yt.max()), int(ys.max()))) + 1
+    xt, yt, xs, ys, kind, num_classes = _prepare_pair(x_train, y_train, x_test, y_test, device, dtype,
+                                                      num_classes, "test")
     opts = dict(num_classes=num_classes, metric=metric, standardize=standardize, max_iter=max_iter,
                 tol=tol, tol_change=tol_change, history_size=history_size, precondition=precondition,
                 device=device, dtype=dtype)
