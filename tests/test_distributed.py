@@ -104,3 +104,32 @@ def test_shuffle_bn_queue_is_identical_on_every_rank(tmp_path):
     assert torch.equal(a["queue"], b["queue"]) and int(a["ptr"]) == BATCH
     for name in a["grads"]:
         assert torch.allclose(a["grads"][name], b["grads"][name], atol=1e-6)
+
+
+def _trainer_worker(rank, world_size, out_dir):
+    from tagless.config import load_config
+    from tagless.engine import Trainer
+
+    cfg = load_config("demo_moco", [f"out_dir={out_dir}", "name=ddp", "data.image_size=16", "data.limit=64",
+                                    "model.width=0.125", "views.global_size=16", "method.moco.queue_size=48",
+                                    "method.moco.bn_mode=sync", "train.batch_size=16", "train.epochs=1",
+                                    "train.max_steps=3", "train.knn_every_epochs=0"])
+    trainer = Trainer(cfg, progress=False)
+    result = trainer.run()
+    torch.save({"queue": trainer.method.queue.items.clone(), "steps": torch.tensor(result.steps),
+                "loss": torch.tensor(result.final_loss),
+                "weights": {n: p.detach().clone() for n, p in trainer.backbone.named_parameters()}},
+               Path(out_dir) / f"t{rank}.pt")
+
+
+def test_trainer_runs_under_two_processes(tmp_path):
+    """The engine's torchrun path: DDP keeps replicas identical, queues are filled from
+    every rank, rank 0 writes the checkpoint."""
+    run_in_processes(_trainer_worker, 2, str(tmp_path))
+    a, b = (torch.load(tmp_path / f"t{r}.pt", weights_only=True) for r in range(2))
+    assert int(a["steps"]) == int(b["steps"]) == 3
+    assert float(a["loss"]) == pytest.approx(float(b["loss"])) and torch.isfinite(a["loss"])
+    assert torch.equal(a["queue"], b["queue"])
+    for name, w in a["weights"].items():
+        assert torch.allclose(w, b["weights"][name], atol=1e-6), name
+    assert (tmp_path / "ddp" / "checkpoints" / "last.pt").is_file()
