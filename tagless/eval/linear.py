@@ -31,7 +31,6 @@ the L-BFGS memory along the sweep; it changes the route, not the minimiser. With
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -281,7 +280,6 @@ class SweepResult:
     best_score: float
     metric: str
     best_model: LinearModel = field(repr=False)
-    preconditioner: Preconditioner | None = field(default=None, repr=False)
     models: list[LinearModel] | None = field(default=None, repr=False)
 
 
@@ -296,6 +294,7 @@ def _sweep(problem: Problem, pre: Preconditioner, x_eval, y_eval, values, metric
     scores = np.zeros(len(values))
     n_iters = np.zeros(len(values), dtype=np.int64)
     models: list[LinearModel | None] = [None] * len(values)
+    best = None
     path = LBFGSPath(problem, pre, max_iter, tol, tol_change, history_size, keep_memory=warm_start)
     zero_w, zero_b = path.weights()
     for i in order:
@@ -306,11 +305,14 @@ def _sweep(problem: Problem, pre: Preconditioner, x_eval, y_eval, values, metric
         model = _model(path, problem, values[i], n_iter, objective, mean, std)
         scores[i] = _score(model, x_eval, y_eval, metric)
         n_iters[i] = n_iter
-        models[i] = model
-    # best score; ties go to the strongest regularisation (the more conservative model)
-    best = max(order, key=lambda j: (scores[j], values[j]))
+        if keep_models:
+            models[i] = model
+        # strictly better only: ties go to the stronger regularisation (seen first), the
+        # more conservative model
+        if best is None or scores[i] > scores[best]:
+            best, best_model = i, model
     return SweepResult(values, scores, n_iters, int(best), float(values[best]), float(scores[best]),
-                       metric, models[best], pre, models if keep_models else None)
+                       metric, best_model, models if keep_models else None)
 
 
 def linear_sweep(
