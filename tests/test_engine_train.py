@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,8 +87,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_simsiam_trains_and_lowers_its_loss(tmp_path):
     cfg = load_config("demo_simsiam", [f"out_dir={tmp_path}", "name=s", *[t for t in TINY if "moco" not in t],
-                                       "train.epochs=4", "train.knn_every_epochs=0"])
+                                       "train.epochs=8", "train.knn_every_epochs=0", "optim.lr_per_256=0.2"])
     result = train(cfg, progress=False)
-    l = losses(result.run_dir)
-    first, last = l[min(l)], l[max(l)]
-    assert -1.0 <= last < first
+    l = [v for _, v in sorted(losses(result.run_dir).items())]
+    assert all(-1.0 <= v <= 1.0 for v in l)  # a negative cosine
+    assert np.mean(l[-5:]) < np.mean(l[:5]) - 0.02  # slow at this tiny size, but steady
