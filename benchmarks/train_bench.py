@@ -96,6 +96,27 @@ def train_steps(method: MoCo, batches, steps: int, device: torch.device, amp: bo
     return time.perf_counter() - start
 
 
+def augmentation_only(images: np.ndarray, size: int, batch: int, device: torch.device, views) -> tuple[float, float]:
+    """Two MoCo-v2 views per image, no model: (tagless images/s, PIL images/s in one process)."""
+    resident = torch.from_numpy(images[:batch]).permute(0, 3, 1, 2).contiguous().to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    views(resident, gen)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start, reps = time.perf_counter(), 5
+    for _ in range(reps):
+        views(resident, gen)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    rate_tagless = reps * batch / (time.perf_counter() - start)
+    data, rng = PilTwoViews(images[:batch], size), random.Random(0)
+    start = time.perf_counter()
+    for i in range(batch):
+        img = Image.fromarray(data.images[i])
+        pil_view(img, size, rng), pil_view(img, size, rng)
+    return rate_tagless, batch / (time.perf_counter() - start)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -142,7 +163,11 @@ def main() -> None:
         t_conv = train_steps(method_conv, conv_batches(), args.steps, device, amp)
         rate_conv = args.steps * args.batch / t_conv
 
+    aug_tagless, aug_pil = augmentation_only(images, args.size, args.batch, device, views)
     print(f"device: {device_name(device)}; torch {torch.__version__}")
+    print(f"augmentation only (two MoCo-v2 views per image, batch {args.batch}, {args.size}px):")
+    print(f"  tagless batched on {device.type}: {aug_tagless:.0f} images/s; PIL per image, one process: "
+          f"{aug_pil:.0f} images/s; ratio {aug_tagless / aug_pil:.1f}x")
     print(f"MoCo-v2 (symmetric), ResNet-18 CIFAR stem width {args.width}, {args.size}px, batch {args.batch}, "
           f"{args.steps} timed steps, amp={'bf16' if amp else 'off'}")
     print(f"{'pipeline':<44}{'images/s':>10}")
