@@ -138,3 +138,11 @@ def test_report_of_a_run(tmp_path, capsys):
     saved = json.loads((run / "results.json").read_text())["evaluations"]
     assert saved[0]["top-1 (%)"] == pytest.approx(res["results"][0]["top-1 (%)"])
     assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_report_of_a_relative_run_directory(tmp_path, capsys, monkeypatch):
+    """`make demo` writes runs/NAME relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    run = tiny_run(tmp_path, epochs=1, knn_every=1).relative_to(tmp_path)
+    res = run_json(capsys, ["report", str(run)])
+    assert (tmp_path / run / "report.html").is_file() and res["results"]

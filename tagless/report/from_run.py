@@ -50,7 +50,7 @@ def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k
     """Write the report of a run directory; returns {'report': path, 'results': rows}."""
     from tagless.eval.features import data_config_for, dataset_features, load_backbone
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()
     if not run_dir.is_dir():
         raise TaglessError(f"run directory not found: {run_dir}")
     sections = [training_section(run_dir)]

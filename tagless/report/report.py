@@ -26,7 +26,7 @@ METRICS_FILE = "metrics.jsonl"
 
 def report_dir(run_dir) -> Path:
     """``run_dir/report``, created if needed."""
-    out = Path(run_dir) / REPORT_DIRNAME
+    out = Path(run_dir).absolute() / REPORT_DIRNAME  # absolute: images are found whatever the cwd
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -132,7 +132,7 @@ def _run_description(run_dir: Path) -> str:
 # ---- sections --------------------------------------------------------------------------
 def training_section(run_dir) -> dict:
     """The "Training" section: curves of every logged metric and a one-row summary table."""
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()
     rows = load_metrics(run_dir)
     desc = _run_description(run_dir)
     text = f"Run {run_dir.name}" + (f": {desc}." if desc else ".")
@@ -236,7 +236,7 @@ def write_report(run_dir, sections=None, title: str | None = None, embed: bool =
         title: page title; default "tagless report: <run name>".
         embed: inline the PNGs as base64 data URIs, so the HTML file stands alone.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()
     if not run_dir.is_dir():
         raise TaglessError(f"run directory not found: {run_dir}")
     if sections is None:

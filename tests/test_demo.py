@@ -1,0 +1,15 @@
+"""`tagless demo` end to end at a tiny size, from a relative output folder as `make demo` runs it."""
+
+from tagless.cli import main
+
+
+def test_demo_runs_and_reports(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tiny = ["data.limit=128", "model.width=0.125", "train.batch_size=64", "train.knn_every_epochs=1",
+            "method.moco.queue_size=128"]
+    assert main(["demo", "--epochs", "1", *tiny]) == 0
+    out = capsys.readouterr().out
+    for row in ("raw pixels", "random init", "moco pre-trained", "simsiam pre-trained"):
+        assert row in out
+    reports = sorted((tmp_path / "runs").glob("*/report.html"))
+    assert len(reports) == 2
