@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from tagless.errors import TaglessError
@@ -71,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _json_safe(value):
+    """NaN/inf become null so that the --json line is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -85,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tagless: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps(result, default=str))
+        print(json.dumps(_json_safe(result), default=str, allow_nan=False))
     return 0
 
 

@@ -61,6 +61,15 @@ def test_cluster_with_given_assignments(tmp_path, capsys):
     assert res["results"][0]["nmi"] == pytest.approx(100 * normalized_mutual_info_score(y, pred), abs=1e-6)
 
 
+def test_json_line_is_strict_json(tmp_path, capsys):
+    """A class with no positive gives a NaN AP inside; the JSON line carries null, not NaN."""
+    y = np.array([[1, 0], [0, 0], [1, 0]])
+    f = write(tmp_path, y_test=y, scores=np.random.default_rng(0).random((3, 2)).astype(np.float32))
+    assert main(["--json", "eval", "map", "--features", f]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
 def test_map_with_given_scores(tmp_path, capsys):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, (30, 4))

@@ -201,7 +201,8 @@ def run_map(args) -> dict:
     probs = torch.sigmoid(scores) if (scores.min() < 0 or scores.max() > 1) else scores
     row = {"scores": how, "mAP@class": 100 * map_class(scores, targets), "mAP@sample": 100 * map_sample(scores, targets)}
     row.update({f"{k}@{args.threshold}": 100 * v for k, v in threshold_metrics(probs, targets, args.threshold).items()})
-    row.update({f"{k}@top{args.topk}": 100 * v for k, v in topk_metrics(scores, targets, args.topk).items()})
+    topk = min(args.topk, targets.shape[1])  # top-3 is undefined with fewer than 3 classes
+    row.update({f"{k}@top{topk}": 100 * v for k, v in topk_metrics(scores, targets, topk).items()})
     result = {"evaluator": "map", "results": [row]}
     if inp.boxes is not None and inp.image_size:
         sizes = map_by_object_size(scores, targets, inp.boxes, inp.image_size)
