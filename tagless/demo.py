@@ -13,20 +13,17 @@ from tagless.config import load_config
 from tagless.data import build_dataset
 from tagless.engine import extract_features, train
 from tagless.engine.progress import format_table
-from tagless.eval import knn_accuracy, linear_probe
 from tagless.models import build_backbone_from_config
-from tagless.report.from_run import report_run
+from tagless.report.from_run import report_run, score_single_label
 
 DEMO_CONFIGS = ("demo_moco", "demo_simsiam")
 COLUMNS = ["features", "kNN top-1 (%)", "linear top-1 (%)", "final loss", "images/s", "wall (s)"]
 
 
 def score_features(x_train, y_train, x_test, y_test, k: int, temperature: float) -> dict:
-    """Weighted kNN top-1 and L-BFGS linear-probe top-1 (L2 chosen on a validation split)."""
-    t = lambda a: torch.as_tensor(a)
-    knn = knn_accuracy(t(x_train), t(y_train), t(x_test), t(y_test), k=k, temperature=temperature)
-    probe = linear_probe(x_train, y_train, x_test, y_test, protocol="val")
-    return {"kNN top-1 (%)": 100 * knn["top1"], "linear top-1 (%)": 100 * probe.score}
+    """Weighted kNN top-1 and L-BFGS linear-probe top-1, as the run reports compute them."""
+    (knn, linear), _ = score_single_label(x_train, y_train, x_test, y_test, k, temperature)
+    return {"kNN top-1 (%)": knn["top-1 (%)"], "linear top-1 (%)": linear["top-1 (%)"]}
 
 
 def baselines(cfg) -> list[dict]:

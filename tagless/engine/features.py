@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tagless.models.base import pooled_layer_features
+
 
 def eval_preprocess(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
     """uint8 B x C x H x W -> float normalised B x C x size x size."""
@@ -29,10 +31,13 @@ def extract_features(
     batch_size: int = 512,
     device: torch.device | str = "cpu",
     layer: str | None = None,
+    pool_dim: int | None = None,
+    pool_mode: str = "max",
 ) -> torch.Tensor:
     """Pooled features (N x D, float32 on ``device``) of uint8 images N x H x W x C (numpy or
-    an on-device uint8 N x C x H x W tensor). ``layer`` picks an intermediate block,
-    global-average-pooled. The backbone is put in eval mode and restored afterwards."""
+    an on-device uint8 N x C x H x W tensor). ``layer`` picks an intermediate block, pooled
+    globally (mean), or to about ``pool_dim`` dims when given (SeLa's per-layer protocol,
+    paper 002 appendix: adaptive max-pooling). The backbone is put in eval mode and restored."""
     was_training = backbone.training
     backbone.eval()
     out = []
@@ -46,7 +51,10 @@ def extract_features(
                 feats = backbone(x)
             else:
                 feats = backbone.forward_features(x, [layer])[layer]
-                feats = feats.mean(dim=(2, 3)) if feats.dim() == 4 else feats
+                if pool_dim:
+                    feats = pooled_layer_features(feats, pool_dim, pool_mode)
+                elif feats.dim() == 4:
+                    feats = feats.mean(dim=(2, 3))
             out.append(feats.float())
     finally:
         backbone.train(was_training)

@@ -19,10 +19,9 @@ import torch
 from tagless import config_io
 from tagless.data import DataConfig, ImageDataset, build_dataset
 from tagless.engine.checkpoint import load_checkpoint
-from tagless.engine.features import eval_preprocess
+from tagless.engine.features import extract_features
 from tagless.errors import TaglessError
 from tagless.models import build_backbone
-from tagless.models.base import pooled_layer_features
 
 DEFAULT_MEAN, DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -57,21 +56,13 @@ def _key(loaded: LoadedBackbone, data: DataConfig, split: str, layer: str | None
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-@torch.no_grad()
 def compute_features(loaded: LoadedBackbone, images: np.ndarray, layer: str | None = None, pool_dim: int = 9600,
                      pool_mode: str = "max", batch_size: int = 256, device: torch.device | str = "cpu") -> np.ndarray:
     """N x D float32 features: the pooled output, or ``layer``'s map pooled to ~``pool_dim``
     dims (SeLa's per-layer protocol, paper 002 appendix: adaptive max-pooling)."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
-        x = eval_preprocess(chunk.to(device), loaded.size, loaded.mean, loaded.std)
-        if layer is None:
-            f = loaded.backbone(x)
-        else:
-            f = pooled_layer_features(loaded.backbone.forward_features(x, [layer])[layer], pool_dim, pool_mode)
-        out.append(f.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    feats = extract_features(loaded.backbone, images, loaded.size, loaded.mean, loaded.std, batch_size=batch_size,
+                             device=device, layer=layer, pool_dim=pool_dim if layer else None, pool_mode=pool_mode)
+    return feats.cpu().numpy()
 
 
 def dataset_features(loaded: LoadedBackbone, data: DataConfig, split: str, layer: str | None = None,
