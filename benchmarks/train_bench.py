@@ -1,13 +1,16 @@
-"""Training throughput: tagless's on-device pipeline against a conventional one, same model.
+"""Training throughput: the real ``tagless`` Trainer against a conventional pipeline, same model.
 
 Both run MoCo-v2 steps (forward, backward, SGD, momentum update, enqueue) of the same
 backbone on the same images at the same batch size:
-- tagless: uint8 images resident on the device, views made by batched tensor ops
-  (``tagless.augment``), one process;
+- tagless: ``tagless.engine.Trainer`` itself, built from a config as ``tagless train`` builds
+  it (uint8 images resident on the device, views made by batched tensor ops, seeded sampler,
+  logging and checkpoints as configured), timed step by step;
 - conventional: a ``torch.utils.data.DataLoader`` with worker processes that augment each
   image with PIL (random resized crop, colour jitter, grayscale, blur, flip: the MoCo-v2
-  recipe, as torchvision's transforms do it), collate to float, then the same model step.
+  recipe, as torchvision's transforms do it), collate to float, then the same model step in a
+  plain loop.
 
+The data is scikit-learn's digits at ``--size`` px (the embedded default, no download).
 Prints device, sizes, images/s of each and the ratio. Run:
     python benchmarks/train_bench.py [--device cuda] [--width 1.0] [--steps 30]
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import tempfile
 import time
 from types import SimpleNamespace
 
@@ -23,12 +27,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from tagless.augment import ViewsConfig, build_views
-from tagless.engine.runinfo import device_name
-from tagless.methods import MocoConfig, MoCo
+from tagless.augment import IMAGENET_MEAN, IMAGENET_STD, ViewsConfig, build_views
+from tagless.config import load_config
+from tagless.data import build_dataset
+from tagless.engine import Trainer
+
+from tagless.device import device_name
+from tagless.methods import MoCo
 from tagless.models import build_backbone
 
-MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+MEAN, STD = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+WARMUP_STEPS = 3
 
 
 def pil_view(img: Image.Image, size: int, rng: random.Random) -> np.ndarray:
@@ -69,31 +78,86 @@ class PilTwoViews(torch.utils.data.Dataset):
         return torch.from_numpy(pil_view(img, self.size, rng)), torch.from_numpy(pil_view(img, self.size, rng))
 
 
-def make_method(width: float, device: torch.device, views) -> MoCo:
+def bench_config(args, out_dir: str):
+    """The MoCo-v2 run both pipelines train: symmetric loss, queue 4096, digits at args.size."""
+    return load_config("demo_moco", [
+        f"out_dir={out_dir}", "name=bench", f"device={args.device}", "data.source=digits",
+        f"data.image_size={args.size}", f"views.global_size={args.size}", "views.global_scale=[0.2,1.0]",
+        "views.flip_p=0.5", f"model.width={args.width}", "method.queue_size=4096",
+        "method.proj_hidden_dim=0", "method.momentum=0.99", f"train.batch_size={args.batch}",
+        "train.epochs=1000", f"train.max_steps={args.steps + WARMUP_STEPS}", "train.knn_every_epochs=0",
+        "train.checkpoint_every_steps=100000", "train.log_every_steps=10", "optim.warmup_epochs=0",
+    ])
+
+
+def time_trainer(cfg, device: torch.device) -> float:
+    """images/s of ``Trainer.run()`` over the steps after the warm-up, from per-step stamps
+    (the epoch-end checkpoints the trainer writes fall inside the timed window)."""
+    trainer = Trainer(cfg, progress=False)
+    stamps: list[float] = []
+    inner = trainer.train_step
+
+    def stamped(*a, **k):
+        out = inner(*a, **k)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+        return out
+
+    trainer.train_step = stamped
+    trainer.run()
+    timed = len(stamps) - WARMUP_STEPS
+    return timed * cfg.train.batch_size / (stamps[-1] - stamps[WARMUP_STEPS - 1])
+
+
+def make_method(cfg, device: torch.device, views) -> MoCo:
+    from tagless.methods import build_method
+
     torch.manual_seed(0)
-    backbone = build_backbone("resnet18", stem="cifar", width=width)
-    return MoCo(backbone, views, MocoConfig(queue_size=4096, momentum=0.99, symmetric=True)).to(device)
+    backbone = build_backbone(cfg.model.backbone, stem=cfg.model.stem, width=cfg.model.width)
+    return build_method(cfg.method, backbone, views).to(device)
 
 
-def train_steps(method: MoCo, batches, steps: int, device: torch.device, amp: bool) -> float:
-    opt = torch.optim.SGD(method.param_groups(), lr=0.03, momentum=0.9)
+def time_conventional(cfg, images: np.ndarray, args, device: torch.device, amp: bool) -> float:
+    loader = torch.utils.data.DataLoader(PilTwoViews(images, args.size), batch_size=args.batch, shuffle=True,
+                                         num_workers=args.workers, drop_last=True, persistent_workers=True,
+                                         pin_memory=device.type == "cuda")
+    passthrough = lambda crops, generator: SimpleNamespace(crops=list(crops), kinds=["global", "global"])
+    method = make_method(cfg, device, passthrough)
+    opt = torch.optim.SGD(method.param_groups(), lr=cfg.optim.lr_per_256 * args.batch / 256, momentum=0.9)
     gen = torch.Generator(device=device).manual_seed(0)
-    it = iter(batches)
-    for i in range(steps + 3):  # 3 warm-up steps
-        if i == 3:
+
+    def batches():
+        while True:
+            for v1, v2 in loader:
+                yield v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
+
+    it = batches()
+    for i in range(args.steps + WARMUP_STEPS):
+        if i == WARMUP_STEPS:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        batch = next(it)
+        crops = next(it)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _ = method({"images": batch, "generator": gen})
+            loss, _ = method.step(_batch(crops, gen))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         method.after_step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return args.steps * args.batch / (time.perf_counter() - start)
+
+
+def _batch(images, generator):
+    """A batch as the method contract of this tree wants it."""
+    try:
+        from tagless.methods import Batch
+    except ImportError:  # pragma: no cover - before engine v2
+        return {"images": images, "generator": generator}
+    n = len(images[0])
+    return Batch(images=images, index=torch.arange(n), target=torch.full((n,), -1), step=0, epoch=0, generator=generator)
 
 
 def augmentation_only(images: np.ndarray, size: int, batch: int, device: torch.device, views) -> tuple[float, float]:
@@ -109,10 +173,10 @@ def augmentation_only(images: np.ndarray, size: int, batch: int, device: torch.d
     if device.type == "cuda":
         torch.cuda.synchronize()
     rate_tagless = reps * batch / (time.perf_counter() - start)
-    data, rng = PilTwoViews(images[:batch], size), random.Random(0)
+    rng = random.Random(0)
     start = time.perf_counter()
     for i in range(batch):
-        img = Image.fromarray(data.images[i])
+        img = Image.fromarray(images[i])
         pil_view(img, size, rng), pil_view(img, size, rng)
     return rate_tagless, batch / (time.perf_counter() - start)
 
@@ -122,59 +186,32 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--width", type=float, default=0.25, help="ResNet-18 width multiplier")
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--images", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=10, help="timed steps (after 3 warm-up steps)")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--skip-conventional", action="store_true")
     args = p.parse_args()
     device = torch.device(args.device)
     amp = device.type == "cuda"
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8)
-
-    views = build_views(ViewsConfig(recipe="two_views", global_size=args.size))
-    method = make_method(args.width, device, views)
-    if device.type == "cuda":
-        method = method.to(memory_format=torch.channels_last)
-    resident = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
-
-    def tagless_batches():
-        g = torch.Generator().manual_seed(0)
-        while True:
-            yield resident[torch.randint(0, len(resident), (args.batch,), generator=g).to(device)]
-
-    t_tagless = train_steps(method, tagless_batches(), args.steps, device, amp)
-    rate_tagless = args.steps * args.batch / t_tagless
-
-    rate_conv = None
-    if not args.skip_conventional:
-        loader = torch.utils.data.DataLoader(PilTwoViews(images, args.size), batch_size=args.batch, shuffle=True,
-                                             num_workers=args.workers, drop_last=True, persistent_workers=True,
-                                             pin_memory=device.type == "cuda")
-        passthrough = lambda crops, generator: SimpleNamespace(crops=list(crops), kinds=["global", "global"])
-        method_conv = make_method(args.width, device, passthrough)
-
-        def conv_batches():
-            while True:
-                for v1, v2 in loader:
-                    yield (v1.to(device, non_blocking=True), v2.to(device, non_blocking=True))
-
-        t_conv = train_steps(method_conv, conv_batches(), args.steps, device, amp)
-        rate_conv = args.steps * args.batch / t_conv
-
-    aug_tagless, aug_pil = augmentation_only(images, args.size, args.batch, device, views)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = bench_config(args, tmp)
+        images = build_dataset(cfg.data, "train").images
+        rate_tagless = time_trainer(cfg, device)
+        rate_conv = None if args.skip_conventional else time_conventional(cfg, images, args, device, amp)
+        views = build_views(ViewsConfig(recipe="two_views", global_size=args.size))
+        aug_tagless, aug_pil = augmentation_only(np.ascontiguousarray(images), args.size, args.batch, device, views)
     print(f"device: {device_name(device)}; torch {torch.__version__}")
     print(f"augmentation only (two MoCo-v2 views per image, batch {args.batch}, {args.size}px):")
     print(f"  tagless batched on {device.type}: {aug_tagless:.0f} images/s; PIL per image, one process: "
           f"{aug_pil:.0f} images/s; ratio {aug_tagless / aug_pil:.1f}x")
-    print(f"MoCo-v2 (symmetric), ResNet-18 CIFAR stem width {args.width}, {args.size}px, batch {args.batch}, "
-          f"{args.steps} timed steps, amp={'bf16' if amp else 'off'}")
-    print(f"{'pipeline':<44}{'images/s':>10}")
-    print(f"{'tagless (uint8 on device, batched views)':<44}{rate_tagless:>10.1f}")
+    print(f"MoCo-v2 (symmetric), ResNet-18 CIFAR stem width {args.width}, digits at {args.size}px "
+          f"({len(images)} images), batch {args.batch}, {args.steps} timed steps after {WARMUP_STEPS}, "
+          f"amp={'bf16' if amp else 'off'}")
+    print(f"{'pipeline':<48}{'images/s':>10}")
+    print(f"{'tagless Trainer (uint8 on device, batched views)':<48}{rate_tagless:>10.1f}")
     if rate_conv:
-        print(f"{f'PIL per-image + DataLoader ({args.workers} workers)':<44}{rate_conv:>10.1f}")
-        print(f"ratio tagless / conventional: {rate_tagless / rate_conv:.2f}x")
+        print(f"{f'PIL per-image + DataLoader ({args.workers} workers)':<48}{rate_conv:>10.1f}")
+        print(f"ratio tagless Trainer / conventional: {rate_tagless / rate_conv:.2f}x")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def _cmd_train(args) -> dict:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume)
-    from tagless.engine.progress import format_table
+    from tagless.tables import format_table
 
     row = {"method": cfg.method.name, "steps": result.steps, "epochs": result.epochs, "final loss": result.final_loss,
            "kNN top-1 (%)": result.knn_top1, "images/s": result.images_per_s, "wall (s)": result.wall_s}
@@ -32,7 +32,7 @@ def _cmd_train(args) -> dict:
 
 
 def _cmd_report(args) -> dict:
-    from tagless.engine.progress import format_table
+    from tagless.tables import format_table
     from tagless.report.from_run import report_run
 
     result = report_run(args.run_dir, device=args.device, embed=args.embed)

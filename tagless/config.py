@@ -14,7 +14,7 @@ from tagless.augment import ViewsConfig
 from tagless.data import DataConfig
 from tagless.engine.config import OptimConfig, TrainConfig
 from tagless.errors import TaglessError
-from tagless.methods import MethodConfig
+from tagless.methods import MethodConfig, MocoConfig
 from tagless.models import ModelConfig
 
 
@@ -27,7 +27,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = field(default_factory=MocoConfig)  # tagged union: {name: moco, <moco's fields>}
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -21,6 +21,47 @@ from tagless.errors import TaglessError
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
+class TaggedUnion:
+    """Base of a config section whose ``name`` picks one dataclass from a registry.
+
+    ``method: {name: moco, queue_size: 4096}`` is read as ``MocoConfig(queue_size=4096)``:
+    only the chosen entry's fields are accepted, and only they are saved. Subclasses (each a
+    dataclass with a ``name`` field) implement ``variants() -> {name: dataclass}`` and say
+    what kind of entry they are in ``kind`` (for messages).
+    """
+
+    kind = "entry"
+
+    @classmethod
+    def variants(cls) -> dict[str, type]:
+        raise NotImplementedError
+
+
+def tagged(value: Any, tp: type, key: str) -> Any:
+    """The variant of tagged union ``tp`` named by ``value['name']`` (default: tp's default)."""
+    variants = tp.variants()
+    if isinstance(value, tuple(variants.values())):
+        return value
+    if not isinstance(value, dict):
+        raise TaglessError(f"{key}: expected a mapping with a 'name' ({', '.join(variants)}), got {value!r}")
+    value = dict(value)
+    name = value.get("name") or _default_variant(tp)
+    if name not in variants:
+        raise TaglessError(f"{key}.name: unknown {tp.kind} {name!r} (valid: {', '.join(variants)})")
+    # The nested form of older configs, {name: moco, moco: {...}, simsiam: {...}}, is flattened.
+    if isinstance(value.get(name), dict):
+        value.update(value.pop(name))
+    for other in variants:
+        if other != name and isinstance(value.get(other), dict):
+            value.pop(other)
+    value["name"] = name
+    return from_dict(variants[name], value, prefix=key, what=f"{tp.kind} {name}")
+
+
+def _default_variant(tp: type) -> str:
+    return next(f.default for f in dataclasses.fields(tp) if f.name == "name")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -44,6 +85,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except TaglessError as e:
                 errors.append(str(e))
         raise TaglessError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if isinstance(tp, type) and issubclass(tp, TaggedUnion):
+        return tagged(value, tp, key)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -87,14 +130,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+def from_dict(cls: type, data: dict, prefix: str = "", what: str = "") -> Any:
     """Build dataclass ``cls`` from a (possibly partial) nested dict, strictly."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise TaglessError(f"unknown config key '{where}' (valid: {', '.join(sorted(names))})")
+        of = f" of {what}" if what else ""
+        raise TaglessError(f"unknown config key '{where}' (valid keys{of}: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
@@ -161,3 +205,45 @@ def load(cls: type, path: str | Path | None = None, overrides: list[str] = ()) -
 
 def save(obj: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:[^#=]*(?:=[^#]*)?(?:#\s*(.*))?$")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's help text: its trailing ``# comment`` in the class source, else a
+    ``name: text`` line of the class docstring."""
+    import inspect
+
+    found: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        doc = inspect.getdoc(klass) or ""
+        for line in doc.splitlines():
+            m = re.match(r"^(\w+):\s+(.*)$", line.strip())
+            if m and m.group(1) in {f.name for f in dataclasses.fields(cls)}:
+                found[m.group(1)] = m.group(2)
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            m = _FIELD_LINE.match(line)
+            if m and m.group(2):
+                found[m.group(1)] = m.group(2).strip()
+    return found
+
+
+def describe(cls: type) -> list[dict]:
+    """Rows ``{key, type, default, help}`` for every field of dataclass ``cls`` (an instance's
+    values when given one)."""
+    obj = cls if not isinstance(cls, type) else cls()
+    helps = field_help(type(obj))
+    hints = typing.get_type_hints(type(obj))
+    rows = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            continue
+        rows.append({"key": f.name, "type": _type_name(hints[f.name]), "default": to_dict(value),
+                     "help": helps.get(f.name, "")})
+    return rows

@@ -12,7 +12,7 @@ import torch
 from tagless.config import load_config
 from tagless.data import build_dataset
 from tagless.engine import extract_features, train
-from tagless.engine.progress import format_table
+from tagless.tables import format_table
 from tagless.models import build_backbone_from_config
 from tagless.report.from_run import report_run, score_single_label
 
@@ -48,6 +48,25 @@ def baselines(cfg) -> list[dict]:
     return rows
 
 
+def _overrides_for(config_name: str, overrides) -> list[str]:
+    """The overrides that apply to one demo recipe: ``method.KEY=...`` only where that recipe's
+    method has KEY (``method.queue_size`` tunes MoCo and leaves SimSiam alone)."""
+    from dataclasses import fields
+
+    from tagless import config_io
+    from tagless.config import resolve_config_path
+    from tagless.methods import METHODS
+
+    name = config_io.read_yaml(resolve_config_path(config_name)).get("method", {}).get("name", "moco")
+    own = {f.name for f in fields(METHODS[name].Config)}
+    keep = []
+    for text in overrides:
+        path, _ = config_io.parse_override(text)
+        if path[0] != "method" or len(path) != 2 or path[1] in own:
+            keep.append(text)
+    return keep
+
+
 def run_demo(out_dir: str = "runs", epochs: int | None = None, overrides: list[str] = (), progress: bool = True) -> dict:
     """Train every demo config, write reports, print the table; returns rows and run dirs."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -55,7 +74,7 @@ def run_demo(out_dir: str = "runs", epochs: int | None = None, overrides: list[s
     cfg = None
     for name in DEMO_CONFIGS:
         extra = [f"out_dir={out_dir}", f"name={name}-{stamp}"] + ([f"train.epochs={epochs}"] if epochs else [])
-        cfg = load_config(name, [*extra, *overrides])
+        cfg = load_config(name, [*extra, *_overrides_for(name, overrides)])
         print(f"pre-training {cfg.method.name} on {cfg.data.source} for {cfg.train.epochs} epochs -> {cfg.run_dir}", flush=True)
         result = train(cfg, progress=progress)
         report = report_run(result.run_dir, k=cfg.train.knn_k, temperature=cfg.train.knn_temperature)

@@ -86,6 +86,23 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, 0)
 
 
+@torch.no_grad()
+def gather_uneven(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from every rank along dim 0 when ranks hold different numbers of rows
+    (the other dims must agree): sizes are exchanged, rows padded to the largest, gathered and
+    trimmed. No gradient. Identity in one process."""
+    if world_size() == 1:
+        return x
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
+    sizes = [int(s) for s in sizes]
+    padded = x.new_zeros((max(sizes), *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(world_size())]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)], 0)
+
+
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (in place on a copy). Not differentiable: use for statistics only."""
     if world_size() == 1:
@@ -97,6 +114,24 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return all_reduce_sum(x) / world_size()
+
+
+def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum over ranks (a copy). Not differentiable."""
+    return _reduce(x, dist.ReduceOp.MAX)
+
+
+def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
+    """Element-wise minimum over ranks (a copy). Not differentiable."""
+    return _reduce(x, dist.ReduceOp.MIN)
+
+
+def _reduce(x: torch.Tensor, op) -> torch.Tensor:
+    if world_size() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x, op=op)
+    return x
 
 
 def broadcast(x: torch.Tensor, src: int = 0) -> torch.Tensor:

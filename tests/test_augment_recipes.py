@@ -30,8 +30,8 @@ def check_views(views, sizes, kinds, b=B):
         assert box.shape == (b, 4) and flip.shape == (b,) and flip.dtype == torch.bool
 
 
-def test_moco_v2_two_views():
-    views = A.build_views(A.moco_v2())(batch(), gen())
+def test_two_views():
+    views = A.build_views(A.two_views())(batch(), gen())
     check_views(views, [32, 32], ["global", "global"])
     assert not torch.equal(views.boxes[0], views.boxes[1])  # independent views
 
@@ -74,9 +74,9 @@ def test_eval_centre_crop_resize():
     assert views.boxes[0][0].tolist() == [6.0, 2.0, 41.0, 37.0]  # 35 px; round(6.5) = 6
 
 
-@pytest.mark.parametrize("name", list(A.PRESETS))
+@pytest.mark.parametrize("name", list(A.RECIPES))
 def test_same_seed_same_views(name):
-    maker = A.build_views(A.preset(name))
+    maker = A.build_views(A.ViewsConfig(recipe=name))
     x = batch()
     a, b, c = maker(x, gen(7)), maker(x, gen(7)), maker(x, gen(8))
     for ca, cb, ba, bb, fa, fb in zip(a.crops, b.crops, a.boxes, b.boxes, a.flipped, b.flipped):
@@ -87,7 +87,7 @@ def test_same_seed_same_views(name):
 
 def test_views_record_their_flips_and_boxes():
     # Identity colour, full-image crops: a view is the (possibly flipped) normalised source.
-    cfg = A.moco_v2(global_scale=(1.0, 1.0), ratio=(1.0, 1.0), jitter_p=0.0, grayscale_p=0.0,
+    cfg = A.two_views(global_scale=(1.0, 1.0), ratio=(1.0, 1.0), jitter_p=0.0, grayscale_p=0.0,
                     blur_p=0.0)
     x = batch(64)
     views = A.build_views(cfg)(x, gen())
@@ -113,15 +113,37 @@ def test_config_validation():
     with pytest.raises(TaglessError, match="num_local"):
         A.ViewsConfig(recipe="two_views", num_local=2)
     with pytest.raises(TaglessError, match="num_local"):
-        A.ViewsConfig(recipe="logo")
+        A.ViewsConfig(recipe="logo", num_local=0)
     with pytest.raises(TaglessError, match="global_scale"):
-        A.moco_v2(global_scale=(0.5, 0.2))
+        A.two_views(global_scale=(0.5, 0.2))
     with pytest.raises(TaglessError, match="blur_kernel_size"):
-        A.moco_v2(blur_kernel_size=4)
-    with pytest.raises(TaglessError, match="preset"):
-        A.preset("simclr")
+        A.two_views(blur_kernel_size=4)
     cfg = A.ViewsConfig(recipe="logo", num_local=2, local_scale=[0.1, 0.5], mean=[0.5], std=[0.5])
     assert cfg.local_scale == (0.1, 0.5) and cfg.mean == (0.5,)
+
+
+@pytest.mark.parametrize("recipe", ["two_views", "multi_crop", "logo", "eval"])
+def test_recipe_name_alone_gives_its_values_and_set_fields_override(recipe, tmp_path):
+    """``views: {recipe: NAME}`` is the recipe's setting; fields set beside it win; the saved
+    (resolved) config reloads to the same values."""
+    from tagless import config_io
+
+    cfg = config_io.from_dict(A.ViewsConfig, {"recipe": recipe})
+    for key, value in A.RECIPES[recipe].items():
+        assert getattr(cfg, key) == pytest.approx(value), key
+    custom = config_io.from_dict(A.ViewsConfig, {"recipe": recipe, "global_size": 24, "blur_p": 0.25})
+    assert (custom.global_size, custom.blur_p) == (24, 0.25)
+    assert custom.global_scale == cfg.global_scale  # the rest stays the recipe's
+    config_io.save(custom, tmp_path / "v.yaml")
+    assert config_io.load(A.ViewsConfig, tmp_path / "v.yaml") == custom
+
+
+def test_recipes_differ_where_the_papers_do():
+    logo, multi, two = A.logo(), A.multi_crop(), A.two_views()
+    assert (logo.num_local, logo.global_scale, logo.local_scale, logo.blur_p) == (2, (0.4, 1.0), (0.08, 0.6), 0.0)
+    assert (multi.num_local, multi.global_scale, multi.local_scale) == (6, (0.14, 1.0), (0.05, 0.14))
+    assert (two.num_local, two.global_scale, two.blur_p) == (0, (0.2, 1.0), 0.5)
+    assert A.eval_views().flip_p == 0.0 and A.eval_views().num_global == 1
 
 
 def test_config_loads_through_config_io():
@@ -133,6 +155,6 @@ def test_config_loads_through_config_io():
 
 
 def test_one_channel_images():
-    cfg = A.moco_v2(mean=(0.5,), std=(0.25,))
+    cfg = A.two_views(mean=(0.5,), std=(0.25,))
     views = A.build_views(cfg)(batch()[:, :1], gen())
     assert views.crops[0].shape == (B, 1, 32, 32) and torch.isfinite(views.crops[0]).all()

@@ -6,7 +6,7 @@ from tagless.cli import main
 def test_demo_runs_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     tiny = ["data.limit=128", "model.width=0.125", "train.batch_size=64", "train.knn_every_epochs=1",
-            "method.moco.queue_size=128"]
+            "method.queue_size=128"]
     assert main(["demo", "--epochs", "1", *tiny]) == 0
     out = capsys.readouterr().out
     for row in ("raw pixels", "random init", "moco pre-trained", "simsiam pre-trained"):

@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ddp_helpers import run_in_processes
 from tagless import distributed as dist
-from tagless.methods import MocoConfig, MoCo
+from tagless.methods import Batch, MocoConfig, MoCo
 from tagless.models import build_backbone
 
 BATCH = 8
@@ -40,7 +40,8 @@ def make_moco(bn_mode: str) -> MoCo:
 def one_step(model: nn.Module, method: MoCo, images: torch.Tensor) -> dict:
     opt = torch.optim.SGD(method.param_groups(), lr=0.1, momentum=0.9)
     gen = torch.Generator().manual_seed(5)
-    loss, _ = model({"images": images, "generator": gen})
+    n = images.shape[0]
+    loss, _ = model(Batch(images, torch.arange(n), torch.full((n,), -1), 0, 0, gen))
     opt.zero_grad()
     loss.backward()
     grads = {n: p.grad.clone() for n, p in method.encoder_q.named_parameters() if p.grad is not None}
@@ -52,7 +53,7 @@ def one_step(model: nn.Module, method: MoCo, images: torch.Tensor) -> dict:
 
 def _moco_worker(rank, world_size, out_dir, bn_mode):
     method = make_moco(bn_mode)
-    model = DistributedDataParallel(method, broadcast_buffers=False)
+    model = DistributedDataParallel(method, forward_sync_buffers=False)
     images = make_images().chunk(world_size)[rank]
     torch.save(one_step(model, method, images), Path(out_dir) / f"rank{rank}.pt")
 
@@ -93,7 +94,7 @@ def test_gather_forward_and_gradient(tmp_path):
 
 def _shuffle_worker(rank, world_size, out_dir):
     method = make_moco("shuffle")
-    model = DistributedDataParallel(method, broadcast_buffers=False)
+    model = DistributedDataParallel(method, forward_sync_buffers=False)
     images = make_images().chunk(world_size)[rank]
     torch.save(one_step(model, method, images), Path(out_dir) / f"s{rank}.pt")
 
@@ -111,8 +112,8 @@ def _trainer_worker(rank, world_size, out_dir):
     from tagless.engine import Trainer
 
     cfg = load_config("demo_moco", [f"out_dir={out_dir}", "name=ddp", "data.image_size=16", "data.limit=64",
-                                    "model.width=0.125", "views.global_size=16", "method.moco.queue_size=48",
-                                    "method.moco.bn_mode=sync", "train.batch_size=16", "train.epochs=1",
+                                    "model.width=0.125", "views.global_size=16", "method.queue_size=48",
+                                    "method.bn_mode=sync", "train.batch_size=16", "train.epochs=1",
                                     "train.max_steps=3", "train.knn_every_epochs=0"])
     trainer = Trainer(cfg, progress=False)
     result = trainer.run()

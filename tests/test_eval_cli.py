@@ -31,7 +31,7 @@ def tiny_run(tmp_path, epochs: int, knn_every: int):
     from tagless.engine import train
 
     cfg = load_config("demo_moco", [f"out_dir={tmp_path}", "name=r", "data.image_size=16", "data.limit=96",
-                                    "model.width=0.125", "views.global_size=16", "method.moco.queue_size=64",
+                                    "model.width=0.125", "views.global_size=16", "method.queue_size=64",
                                     "train.batch_size=32", f"train.epochs={epochs}", f"train.knn_every_epochs={knn_every}",
                                     f"data.cache_dir={tmp_path / 'cache'}"])
     return train(cfg, progress=False).run_dir
@@ -59,6 +59,74 @@ def test_cluster_with_given_assignments(tmp_path, capsys):
     f = write(tmp_path, y_test=y, pred=pred)
     res = run_json(capsys, ["eval", "cluster", "--features", f])
     assert res["results"][0]["nmi"] == pytest.approx(100 * normalized_mutual_info_score(y, pred), abs=1e-6)
+
+
+def cluster_file(tmp_path, with_x=True, with_pred=True, n=120, k=4):
+    """y_test with pred == y_test (NMI 100) and structureless x_test (k-means NMI far below)."""
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, k, n)
+    arrays = dict(y_test=y)
+    if with_x:
+        arrays["x_test"] = rng.normal(size=(n, 8)).astype(np.float32)
+    if with_pred:
+        arrays["pred"] = (y + 1) % k  # a relabelling of y_test: a perfect clustering
+    return write(tmp_path, "c.npz", **arrays)
+
+
+def run_cluster_cli(capsys, argv):
+    code = main(["--json", "eval", "cluster", *argv])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    lines = out.out.strip().splitlines()
+    return json.loads(lines[-1])["results"][0], "\n".join(lines[:-1])
+
+
+def test_cluster_scores_given_pred_over_x_test(tmp_path, capsys):
+    """A file with both pred and x_test: pred is scored (not re-clustered), and the output says so."""
+    row, text = run_cluster_cli(capsys, ["--features", cluster_file(tmp_path)])
+    assert row["clustering"] == "given assignments"
+    assert row["nmi"] == pytest.approx(100) and row["accuracy"] == pytest.approx(100)
+    assert "scoring the given assignments 'pred'" in text and "--kmeans" in text
+
+
+def test_cluster_kmeans_flag_clusters_x_test_despite_pred(tmp_path, capsys):
+    with_pred = cluster_file(tmp_path)
+    row, text = run_cluster_cli(capsys, ["--features", with_pred, "--kmeans", "--n-init", "1"])
+    assert row["clustering"].startswith("k-means (k=4)")
+    assert row["nmi"] < 50  # k-means of noise, not the perfect pred
+    assert "--kmeans: clustering the x_test" in text
+    # exactly the k-means of the same x_test without any pred in the file
+    (tmp_path / "x").mkdir()
+    no_pred = cluster_file(tmp_path / "x", with_pred=False)
+    ref, ref_text = run_cluster_cli(capsys, ["--features", no_pred, "--n-init", "1"])
+    assert {k: v for k, v in row.items() if k != "clustering"} == {k: v for k, v in ref.items() if k != "clustering"}
+    assert "pred" not in ref_text.splitlines()[0]  # no note when there is no pred to speak of
+
+
+def test_cluster_kmeans_flag_without_x_test_is_a_one_line_error(tmp_path, capsys):
+    f = cluster_file(tmp_path, with_x=False)
+    assert main(["eval", "cluster", "--features", f, "--kmeans"]) == 2
+    out = capsys.readouterr()
+    err = out.err.strip()
+    assert "--kmeans" in err and "x_test" in err and len(err.splitlines()) == 1
+    assert "Traceback" not in out.err and out.out == ""
+
+
+def test_cluster_pred_only_is_scored(tmp_path, capsys):
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    pred = np.array([2, 2, 1, 0, 0, 0, 1, 1, 1, 1])
+    f = write(tmp_path, y_test=y, pred=pred)
+    row, text = run_cluster_cli(capsys, ["--features", f])
+    assert row["clustering"] == "given assignments"
+    assert row["nmi"] == pytest.approx(100 * normalized_mutual_info_score(y, pred), abs=1e-6)
+    assert "--kmeans" not in text  # nothing else to cluster: no note
+
+
+def test_cluster_needs_x_test_or_pred(tmp_path, capsys):
+    f = write(tmp_path, y_test=np.array([0, 1, 1]))
+    assert main(["eval", "cluster", "--features", f]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing array 'x_test' or 'pred'" in err and len(err.splitlines()) == 1
 
 
 def test_json_line_is_strict_json(tmp_path, capsys):

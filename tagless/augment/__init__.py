@@ -9,25 +9,25 @@ from tagless.augment.blur import (apply_gaussian_blur, auto_kernel_size, gaussia
                                   gaussian_kernel1d, sample_gaussian_blur_params)
 from tagless.augment.color import (adjust_brightness, adjust_contrast, adjust_hue,
                                    adjust_saturation, hsv_to_rgb, rgb_to_grayscale, rgb_to_hsv)
-from tagless.augment.crop import (apply_resized_crop, center_crop_boxes, random_resized_crop,
-                                  sample_resized_crop_params)
+from tagless.augment.crop import (apply_resized_crop, center_crop_box, center_crop_boxes, center_crop_resize,
+                                  random_resized_crop, sample_resized_crop_params)
 from tagless.augment.flip import apply_horizontal_flip, horizontal_flip, sample_horizontal_flip_params
 from tagless.augment.jitter import (JitterParams, apply_color_jitter, apply_grayscale, color_jitter,
                                     grayscale, sample_color_jitter_params, sample_grayscale_params)
 from tagless.augment.pixel import (IMAGENET_MEAN, IMAGENET_STD, apply_solarize, normalize,
                                    sample_solarize_params, solarize, to_float)
-from tagless.augment.recipes import (PRESETS, RECIPES, ViewMaker, Views, ViewsConfig, build_views,
-                                     eval_views, logo, moco_v2, multi_crop, preset)
+from tagless.augment.recipes import (RECIPES, ViewMaker, Views, ViewsConfig, build_views, eval_view,
+                                     eval_views, logo, multi_crop, two_views)
 
 __all__ = [
     "apply_gaussian_blur", "auto_kernel_size", "gaussian_blur", "gaussian_kernel1d",
     "sample_gaussian_blur_params", "adjust_brightness", "adjust_contrast", "adjust_hue",
     "adjust_saturation", "hsv_to_rgb", "rgb_to_grayscale", "rgb_to_hsv", "apply_resized_crop",
-    "center_crop_boxes", "random_resized_crop", "sample_resized_crop_params",
+    "center_crop_box", "center_crop_boxes", "center_crop_resize", "random_resized_crop", "sample_resized_crop_params",
     "apply_horizontal_flip", "horizontal_flip", "sample_horizontal_flip_params", "JitterParams",
     "apply_color_jitter", "apply_grayscale", "color_jitter", "grayscale",
     "sample_color_jitter_params", "sample_grayscale_params", "IMAGENET_MEAN", "IMAGENET_STD",
-    "apply_solarize", "normalize", "sample_solarize_params", "solarize", "to_float", "PRESETS",
-    "RECIPES", "ViewMaker", "Views", "ViewsConfig", "build_views", "eval_views", "logo", "moco_v2",
-    "multi_crop", "preset",
+    "apply_solarize", "normalize", "sample_solarize_params", "solarize", "to_float",
+    "RECIPES", "ViewMaker", "Views", "ViewsConfig", "build_views", "eval_view", "eval_views", "logo",
+    "multi_crop", "two_views",
 ]

@@ -69,16 +69,21 @@ def sample_resized_crop_params(batch_size: int, height: int, width: int,
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
 
-def center_crop_boxes(batch_size: int, height: int, width: int, size, fraction: float = 1.0,
-                      device=None) -> torch.Tensor:
-    """B x 4 boxes of the centred crop with the aspect of ``size`` (h, w), as large as fits,
-    times ``fraction`` per side (0.875 = Resize(256) + CenterCrop(224))."""
+def center_crop_box(height: int, width: int, size, fraction: float = 1.0) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the centred crop with the aspect of ``size`` (h, w), as large as
+    fits, times ``fraction`` per side (0.875 = Resize(256) + CenterCrop(224))."""
     out_h, out_w = pair(size)
     side = min(height / out_h, width / out_w) * fraction
     ch, cw = max(1, int(round(out_h * side))), max(1, int(round(out_w * side)))
     y0, x0 = int(round((height - ch) / 2)), int(round((width - cw) / 2))
+    return x0, y0, x0 + cw, y0 + ch
+
+
+def center_crop_boxes(batch_size: int, height: int, width: int, size, fraction: float = 1.0,
+                      device=None) -> torch.Tensor:
+    """B x 4 boxes of :func:`center_crop_box`."""
     boxes = torch.empty(batch_size, 4, device=device)
-    for i, v in enumerate((x0, y0, x0 + cw, y0 + ch)):  # fills, not a blocking list copy
+    for i, v in enumerate(center_crop_box(height, width, size, fraction)):  # fills, not a blocking list copy
         boxes[:, i] = v
     return boxes
 
@@ -132,3 +137,17 @@ def random_resized_crop(images: torch.Tensor, size, scale: tuple[float, float] =
                                        device=images.device)
     out = apply_resized_crop(images, boxes, size)
     return (out, boxes) if return_params else out
+
+
+def center_crop_resize(images: torch.Tensor, size: int, fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluation crop: the centred square of side ``fraction`` x the shorter side, resized
+    to ``size`` with antialiasing (torchvision's Resize(size / fraction) + CenterCrop(size) up
+    to rounding). Returns (float B x C x size x size, B x 4 boxes). The crop is an integer
+    slice, so no resampling happens when it already has the target size."""
+    check_images(images)
+    b, _, height, width = images.shape
+    x0, y0, x1, y1 = center_crop_box(height, width, size, fraction)
+    crop = images[:, :, y0:y1, x0:x1]
+    if crop.shape[-2:] != (size, size):
+        crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return crop, center_crop_boxes(b, height, width, size, fraction, images.device)

@@ -1,9 +1,9 @@
-"""View recipes: a typed config, named presets, and ``build_views(cfg)``.
+"""View recipes: a typed config whose ``recipe`` fills in every unset field, and ``build_views(cfg)``.
 
 ``build_views(cfg)(images_uint8_BCHW, generator) -> Views``. Recipes ``two_views``,
 ``multi_crop`` and ``logo`` share one pipeline, in MoCo-v2 order: random resized crop (flip
 folded into the crop grid), colour jitter, grayscale, Gaussian blur, solarize, normalise; they
-differ in counts, sizes and scales, which the presets set. ``eval`` is deterministic: a centred
+differ in counts, sizes and scales (``RECIPES``). ``eval`` is deterministic: a centred
 crop resized to ``global_size``, then normalise.
 
 Why it is fast: the batch is converted to float once; the views of one kind (same size, same
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tagless.augment.blur import apply_gaussian_blur, auto_kernel_size, sample_gaussian_blur_params
-from tagless.augment.crop import apply_resized_crop, center_crop_boxes, sample_resized_crop_params
+from tagless.augment.crop import apply_resized_crop, center_crop_resize, sample_resized_crop_params
 from tagless.augment.flip import sample_horizontal_flip_params
 from tagless.augment.jitter import (apply_color_jitter, apply_grayscale, sample_color_jitter_params,
                                     sample_grayscale_params)
@@ -28,54 +28,80 @@ from tagless.augment.pixel import (IMAGENET_MEAN, IMAGENET_STD, apply_solarize, 
                                    sample_solarize_params, to_float)
 from tagless.errors import TaglessError
 
-RECIPES = ("two_views", "multi_crop", "logo", "eval")
+# Every recipe's values. A field left unset (None) in a ViewsConfig takes its recipe's value,
+# so ``views: {recipe: logo}`` alone is LoGo's setting and any field set beside it overrides.
+_TWO_VIEWS = dict(
+    global_size=32, local_size=16, num_global=2, num_local=0, global_scale=(0.2, 1.0),
+    local_scale=(0.05, 0.4), ratio=(3 / 4, 4 / 3), jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8,
+    grayscale_p=0.2, blur_p=0.5, blur_sigma=(0.1, 2.0), blur_kernel_size=0, solarize_p=0.0,
+    solarize_threshold=0.5, flip_p=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD, eval_crop_fraction=1.0,
+)
+RECIPES: dict[str, dict] = {
+    # MoCo-v2 (Chen et al. 2020): two views, scale (0.2, 1), jitter 0.4/0.4/0.4/0.1 p 0.8,
+    # grayscale 0.2, blur p 0.5 sigma (0.1, 2), flip 0.5.
+    "two_views": _TWO_VIEWS,
+    # SwAV-style multi-crop (Caron et al. 2020): 2 global (0.14, 1) + 6 local (0.05, 0.14),
+    # 32 / 16 px (SwAV ImageNet: 224 / 96). NOTE: colour is MoCo-v2's (SwAV uses jitter
+    # 0.8 x (1, 1, 1, 0.25)), so a comparison against LoGo isolates the crop strategy.
+    "multi_crop": {**_TWO_VIEWS, "num_local": 6, "global_scale": (0.14, 1.0), "local_scale": (0.05, 0.14)},
+    # LoGo (Zhang et al. CVPR 2022) CIFAR setting: 2 global (0.4, 1) + 2 local (0.08, 0.6), all
+    # resized to 32 (supp. Sec. 1); no blur (official CIFAR pipeline). NOTE: the official code's
+    # default local scale is (0.05, 0.4); this follows the paper's stated [0.08, 0.6].
+    # ImageNet-100: global_size=224, local_size=96, local_scale=(0.05, 0.4), blur_p=0.5.
+    "logo": {**_TWO_VIEWS, "num_local": 2, "global_scale": (0.4, 1.0), "local_scale": (0.08, 0.6),
+             "local_size": 32, "blur_p": 0.0},
+    # Evaluation: no randomness; one centred crop resized to global_size, normalised.
+    "eval": {**_TWO_VIEWS, "num_global": 1, "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0,
+             "solarize_p": 0.0, "flip_p": 0.0},
+}
 
 
 @dataclass
 class ViewsConfig:
-    """How a batch becomes views. Defaults are MoCo-v2 at CIFAR scale (32 px)."""
+    """How a batch becomes views. Unset fields take the recipe's values (``RECIPES``)."""
 
-    recipe: str = "two_views"  # two_views | multi_crop | logo | eval
-    global_size: int = 32  # side of global crops (and of the eval view)
-    local_size: int = 16  # side of local crops
-    num_global: int = 2
-    num_local: int = 0  # two_views: 0; multi_crop / logo: >= 1
-    global_scale: tuple[float, float] = (0.2, 1.0)  # crop area / image area
-    local_scale: tuple[float, float] = (0.05, 0.4)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect w / h, sampled in log space
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness contrast saturation hue
-    jitter_p: float = 0.8
-    grayscale_p: float = 0.2
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_kernel_size: int = 0  # 0 = auto: odd, ~10% of the crop side, >= 3
-    solarize_p: float = 0.0
-    solarize_threshold: float = 0.5
-    flip_p: float = 0.5
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    eval_crop_fraction: float = 1.0  # eval: centred crop side / largest fitting side (0.875 = 256->224)
+    recipe: str = "two_views"  # two_views (MoCo-v2) | multi_crop (SwAV) | logo | eval
+    global_size: int | None = None  # side of global crops (and of the eval view)
+    local_size: int | None = None  # side of local crops
+    num_global: int | None = None
+    num_local: int | None = None  # two_views: 0; multi_crop / logo: >= 1
+    global_scale: tuple[float, float] | None = None  # crop area / image area
+    local_scale: tuple[float, float] | None = None
+    ratio: tuple[float, float] | None = None  # crop aspect w / h, sampled in log space
+    jitter: tuple[float, float, float, float] | None = None  # brightness contrast saturation hue
+    jitter_p: float | None = None
+    grayscale_p: float | None = None
+    blur_p: float | None = None
+    blur_sigma: tuple[float, float] | None = None
+    blur_kernel_size: int | None = None  # 0 = auto: odd, ~10% of the crop side, >= 3
+    solarize_p: float | None = None
+    solarize_threshold: float | None = None
+    flip_p: float | None = None
+    mean: tuple[float, ...] | None = None  # normalisation (ImageNet's by default)
+    std: tuple[float, ...] | None = None
+    eval_crop_fraction: float | None = None  # eval: centred crop side / shorter side (0.875 = 256->224)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # YAML gives lists
-            if isinstance(getattr(self, f.name), list):
-                setattr(self, f.name, tuple(getattr(self, f.name)))
+        if self.recipe not in RECIPES:
+            raise TaglessError(f"views.recipe: unknown recipe {self.recipe!r} (valid: {', '.join(RECIPES)})")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                value = RECIPES[self.recipe][f.name]
+            setattr(self, f.name, tuple(value) if isinstance(value, list) else value)  # YAML gives lists
         self.validate()
 
     def validate(self) -> None:
         def bad(key: str, why: str):
             raise TaglessError(f"views.{key}: {why}")
 
-        if self.recipe not in RECIPES:
-            bad("recipe", f"unknown recipe {self.recipe!r} (valid: {', '.join(RECIPES)})")
         for key in ("global_size", "local_size", "num_global"):
             if getattr(self, key) < 1:
                 bad(key, f"must be >= 1, got {getattr(self, key)}")
         if self.recipe == "two_views" and self.num_local != 0:
             bad("num_local", "recipe two_views has no local crops; use recipe multi_crop or logo")
         if self.recipe in ("multi_crop", "logo") and self.num_local < 1:
-            bad("num_local", f"recipe {self.recipe} needs local crops (>= 1); "
-                             f"see tagless.augment.{self.recipe}()")
+            bad("num_local", f"recipe {self.recipe} needs local crops (>= 1)")
         for key in ("global_scale", "local_scale", "ratio", "blur_sigma"):
             lo, hi = getattr(self, key)
             if not 0 < lo <= hi or (key.endswith("scale") and hi > 1):
@@ -106,49 +132,34 @@ class Views:
     flipped: list[torch.Tensor] = field(default_factory=list)
 
 
-# ---- presets ------------------------------------------------------------------------------
-
-def moco_v2(**overrides) -> ViewsConfig:
-    """MoCo-v2 (Chen et al. 2020): two views, scale (0.2, 1), jitter 0.4/0.4/0.4/0.1 p 0.8,
-    grayscale 0.2, blur p 0.5 sigma (0.1, 2), flip 0.5."""
-    return ViewsConfig(**{"recipe": "two_views", **overrides})
+def two_views(**fields) -> ViewsConfig:
+    """The ``two_views`` recipe (MoCo-v2) with ``fields`` set."""
+    return ViewsConfig(recipe="two_views", **fields)
 
 
-def multi_crop(**overrides) -> ViewsConfig:
-    """SwAV-style multi-crop (Caron et al. 2020): 2 global (0.14, 1) + 6 local (0.05, 0.14),
-    32 / 16 px (SwAV ImageNet: 224 / 96). NOTE: colour is MoCo-v2's (SwAV uses jitter 0.8 x
-    (1, 1, 1, 0.25)), so a comparison against LoGo isolates the crop strategy."""
-    base = dict(recipe="multi_crop", num_global=2, num_local=6, global_scale=(0.14, 1.0),
-                local_scale=(0.05, 0.14), global_size=32, local_size=16)
-    return ViewsConfig(**{**base, **overrides})
+def multi_crop(**fields) -> ViewsConfig:
+    """The ``multi_crop`` recipe (SwAV-style) with ``fields`` set."""
+    return ViewsConfig(recipe="multi_crop", **fields)
 
 
-def logo(**overrides) -> ViewsConfig:
-    """LoGo (Zhang et al. CVPR 2022) CIFAR setting: 2 global (0.4, 1) + 2 local (0.08, 0.6),
-    all resized to 32 (supp. Sec. 1); jitter 0.4/0.4/0.4/0.1 p 0.8, grayscale 0.2, flip, no blur
-    (official CIFAR pipeline). NOTE: the official code's defaults are local (0.05, 0.4); this
-    follows the paper's stated [0.08, 0.6]. ImageNet-100: global_size=224, local_size=96,
-    local_scale=(0.05, 0.4), blur_p=0.5."""
-    base = dict(recipe="logo", num_global=2, num_local=2, global_scale=(0.4, 1.0),
-                local_scale=(0.08, 0.6), global_size=32, local_size=32, blur_p=0.0)
-    return ViewsConfig(**{**base, **overrides})
+def logo(**fields) -> ViewsConfig:
+    """The ``logo`` recipe (2 global + 2 local crops) with ``fields`` set."""
+    return ViewsConfig(recipe="logo", **fields)
 
 
-def eval_views(**overrides) -> ViewsConfig:
-    """Evaluation: no randomness; one centred crop resized to ``global_size``, normalised."""
-    base = dict(recipe="eval", num_global=1, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0,
-                solarize_p=0.0, flip_p=0.0)
-    return ViewsConfig(**{**base, **overrides})
+def eval_views(**fields) -> ViewsConfig:
+    """The ``eval`` recipe: one deterministic centred view, with ``fields`` set."""
+    return ViewsConfig(recipe="eval", **fields)
 
 
-PRESETS = {"moco_v2": moco_v2, "multi_crop": multi_crop, "logo": logo, "eval": eval_views}
-
-
-def preset(name: str, **overrides) -> ViewsConfig:
-    """The named preset's config with ``overrides`` applied."""
-    if name not in PRESETS:
-        raise TaglessError(f"unknown views preset {name!r} (valid: {', '.join(PRESETS)})")
-    return PRESETS[name](**overrides)
+def eval_view(images: torch.Tensor, size: int, crop_fraction: float = 1.0, mean=IMAGENET_MEAN,
+              std=IMAGENET_STD) -> torch.Tensor:
+    """The one evaluation preprocessing (the ``eval`` recipe, the feature extractor, the
+    monitor): uint8 or [0, 1] float B x C x H x W -> the centred crop of
+    :func:`center_crop_resize`, normalised. Runs outside autocast."""
+    with torch.autocast(images.device.type, enabled=False):
+        crop, _ = center_crop_resize(to_float(images), size, crop_fraction)
+        return normalize(crop, mean, std)
 
 
 # ---- the view maker -----------------------------------------------------------------------
@@ -178,7 +189,11 @@ class ViewMaker:
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> Views:
         if images.dim() != 4:
             raise TaglessError(f"views: expected images B x C x H x W, got {tuple(images.shape)}")
-        x = to_float(images)  # the one uint8 -> float conversion of the batch
+        # Views are made in fp32 whatever the caller's autocast: blur and jitter lose precision in bf16.
+        with torch.autocast(images.device.type, enabled=False):
+            return self._make(to_float(images), generator)  # the one uint8 -> float conversion
+
+    def _make(self, x: torch.Tensor, generator: torch.Generator | None) -> Views:
         if self.cfg.recipe == "eval":
             return self._eval(x)
         if generator is None:
@@ -219,13 +234,8 @@ class ViewMaker:
 
     def _eval(self, x: torch.Tensor) -> Views:
         cfg = self.cfg
-        b, _, height, width = x.shape
-        boxes = center_crop_boxes(b, height, width, cfg.global_size, cfg.eval_crop_fraction, x.device)
-        if (height, width) == (cfg.global_size, cfg.global_size) and cfg.eval_crop_fraction == 1:
-            crop = x  # the identity resample, skipped
-        else:
-            crop = apply_resized_crop(x, boxes, cfg.global_size)
-        flipped = torch.zeros(b, dtype=torch.bool, device=x.device)
+        crop, boxes = center_crop_resize(x, cfg.global_size, cfg.eval_crop_fraction)
+        flipped = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         return Views([self._normalize(crop)], ["global"], [boxes], [flipped])
 
 

@@ -5,12 +5,14 @@ Schedules are plain arrays indexed by the global step, so they are easy to test 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
 
 from tagless.engine.config import OptimConfig
+from tagless.errors import TaglessError
 
 
 class LARS(torch.optim.Optimizer):
@@ -47,28 +49,38 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def _is_bias_or_norm(name: str, p: torch.Tensor) -> bool:
+def _is_bias_or_norm(p: torch.Tensor) -> bool:
     return p.ndim <= 1
 
 
+GROUP_KEYS = ("lr_scale", "weight_decay", "fixed_lr", "lars_adapt")
+
+
 def build_optimizer(cfg: OptimConfig, param_groups: list[dict], global_batch: int) -> torch.optim.Optimizer:
-    """Optimizer over the method's parameter groups; lr scaled linearly by global_batch / 256."""
+    """Optimizer over a method's parameter groups; lr scaled linearly by global_batch / 256.
+
+    A group may carry ``lr_scale`` (its lr is the scheduled lr times this), ``weight_decay``
+    (its own, instead of ``cfg.weight_decay``) and ``fixed_lr`` (no schedule: SimSiam's
+    predictor). With ``cfg.exclude_bias_and_norm`` biases and norm weights get no weight decay
+    and no LARS adaptation."""
     lr = cfg.lr_per_256 * global_batch / 256
     groups = []
     for group in param_groups:
+        unknown = set(group) - {"params", *GROUP_KEYS}
+        if unknown:
+            raise TaglessError(f"parameter group with unknown key(s) {sorted(unknown)} (known: {', '.join(GROUP_KEYS)})")
         params = [p for p in group["params"] if p.requires_grad]
-        extra = {k: v for k, v in group.items() if k != "params"}
+        extra = {"lr_scale": 1.0, "fixed_lr": False, "weight_decay": cfg.weight_decay,
+                 **{k: v for k, v in group.items() if k != "params"}}
         if cfg.exclude_bias_and_norm:
-            plain = [p for p in params if not _is_bias_or_norm("", p)]
-            norms = [p for p in params if _is_bias_or_norm("", p)]
-            groups.append({"params": plain, **extra})
-            groups.append({"params": norms, "weight_decay": 0.0, "lars_adapt": False, **extra})
+            groups.append({**extra, "params": [p for p in params if not _is_bias_or_norm(p)]})
+            groups.append({**extra, "params": [p for p in params if _is_bias_or_norm(p)], "weight_decay": 0.0,
+                           "lars_adapt": False})
         else:
-            groups.append({"params": params, **extra})
+            groups.append({**extra, "params": params})
     groups = [g for g in groups if g["params"]]
     for g in groups:
-        g.setdefault("fixed_lr", False)
-        g["base_lr"] = lr
+        g["base_lr"] = lr * g["lr_scale"]
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "lars":
@@ -96,7 +108,56 @@ def lr_schedule(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> np.ndarr
 
 
 def set_lr(optimizer: torch.optim.Optimizer, multiplier: float) -> float:
-    """Apply the schedule; groups marked ``fixed_lr`` (SimSiam's predictor) keep the base lr."""
+    """Apply the schedule; groups marked ``fixed_lr`` (SimSiam's predictor) keep the base lr.
+    Returns the first group's lr."""
     for g in optimizer.param_groups:
         g["lr"] = g["base_lr"] if g.get("fixed_lr") else g["base_lr"] * multiplier
-    return optimizer.param_groups[0]["base_lr"] * multiplier
+    return optimizer.param_groups[0]["lr"]
+
+
+class ScheduledOptimizers:
+    """The named optimisers of a run ('main' first), each with its own lr schedule array.
+
+    ``main`` is built from the method's ``param_groups()`` and the run's ``optim`` section;
+    each extra :class:`~tagless.methods.contract.OptimizerSpec` of ``method.optimizers()`` from
+    the same section with its overrides (LoGo's critic: ``{"schedule": "constant"}``)."""
+
+    def __init__(self, cfg: OptimConfig, method, global_batch: int, steps_per_epoch: int, epochs: int):
+        specs = [("main", method.param_groups(), {})]
+        extra = getattr(method, "optimizers", None)
+        for spec in extra() if extra else []:
+            if spec.name == "main" or spec.name in [s[0] for s in specs]:
+                raise TaglessError(f"optimiser name {spec.name!r} is taken")
+            specs.append((spec.name, spec.param_groups, spec.overrides))
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedules: dict[str, np.ndarray] = {}
+        for name, groups, overrides in specs:
+            try:
+                own = dataclasses.replace(cfg, **overrides)
+            except TypeError as e:
+                raise TaglessError(f"optimiser {name!r}: bad override ({e})") from None
+            own.validate()
+            self.optimizers[name] = build_optimizer(own, groups, global_batch)
+            self.schedules[name] = lr_schedule(own, steps_per_epoch, epochs)
+
+    def items(self):
+        return self.optimizers.items()
+
+    def set_lr(self, step: int) -> dict[str, float]:
+        """Set every optimiser's lr for ``step``; returns {name: first group's lr}."""
+        return {name: set_lr(opt, float(self.schedules[name][min(step, len(self.schedules[name]) - 1)]))
+                for name, opt in self.optimizers.items()}
+
+    def zero_grad(self) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = sorted(set(self.optimizers) - set(state))
+        if missing:
+            raise TaglessError(f"the checkpoint has no state for optimiser(s) {missing} (it holds {sorted(state)})")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])

@@ -1,5 +1,4 @@
-"""Progress bars (quiet when not a terminal), metrics.jsonl, optional TensorBoard, and the
-plain-text tables printed at the end of a command."""
+"""Progress bars (quiet when not a terminal), metrics.jsonl and optional TensorBoard."""
 
 from __future__ import annotations
 
@@ -45,20 +44,3 @@ class MetricsLog:
             self.file.close()
         if self.tb is not None:
             self.tb.close()
-
-
-def format_table(rows: list[dict], columns: list[str] | None = None, title: str = "") -> str:
-    """A fixed-width text table of dict rows (floats with 2 decimals, None as '-')."""
-    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
-
-    def cell(v):
-        if v is None:
-            return "-"
-        return f"{v:.2f}" if isinstance(v, float) else str(v)
-
-    body = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
-    rule = "-" * len(line)
-    out = ([title] if title else []) + [line, rule] + ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
-    return "\n".join(out)

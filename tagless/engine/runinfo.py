@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+
+from tagless.device import device_name
 
 
 def git_commit(path: Path) -> str:
@@ -16,12 +17,6 @@ def git_commit(path: Path) -> str:
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def run_info(device: torch.device, world_size: int) -> dict:
@@ -36,9 +31,3 @@ def run_info(device: torch.device, world_size: int) -> dict:
         "git_commit": git_commit(Path(tagless.__file__).parent),
         "argv": sys.argv,
     }
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

@@ -1,8 +1,10 @@
 """The training loop: plain PyTorch, the same code on CPU, one GPU and many (torchrun).
 
-The engine owns the loop and calls ``method.step(batch)``; a method owns its networks and
-losses. Everything random is a function of (seed, rank, step), so ``resume`` continues a run
-exactly where it stopped.
+The engine owns the loop and calls the method through the contract of
+:mod:`tagless.methods.contract`; a method owns its networks, losses and per-image state.
+Everything random is a function of (seed, rank, step), so ``resume`` continues a run exactly
+where it stopped. The hot path does not wait for the device: the loss is checked for NaN/inf
+and the logs are read only on log and checkpoint steps.
 """
 
 from __future__ import annotations
@@ -21,15 +23,19 @@ from tagless import config_io
 from tagless import distributed as dist
 from tagless.augment import build_views
 from tagless.data import build_dataset
-from tagless.engine.batches import DeviceImages, EpochSampler, Prefetcher
+from tagless.device import resolve_device
+from tagless.engine.batches import DeviceData, EpochSampler, Prefetcher
 from tagless.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
-from tagless.engine.monitor import knn_monitor
-from tagless.engine.optim import build_optimizer, lr_schedule, set_lr
+from tagless.engine.epoch import EpochPass
+from tagless.engine.monitor import monitor
+from tagless.engine.optim import ScheduledOptimizers
 from tagless.engine.progress import MetricsLog, progress_bar
-from tagless.engine.runinfo import resolve_device, run_info
+from tagless.engine.runinfo import run_info
 from tagless.errors import TaglessError
-from tagless.methods import build_method
+from tagless.methods import Batch, DataInfo, build_method, hook
 from tagless.models import backbone_kwargs, build_backbone_from_config
+
+_NEVER = 2**62  # "no non-finite loss yet" in the on-device record of the first bad step
 
 
 @dataclass
@@ -42,6 +48,7 @@ class TrainResult:
     images_per_s: float
     wall_s: float
     history: list[dict] = field(default_factory=list)
+    monitor: dict = field(default_factory=dict)  # the last online-monitor numbers
 
 
 def step_generator(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:
@@ -55,8 +62,18 @@ def _amp_enabled(mode: str, device: torch.device) -> bool:
     return mode == "bf16" or mode == "on" or (mode == "auto" and device.type == "cuda")
 
 
+def read_logs(logs: dict) -> dict[str, float]:
+    """Host floats of a step's logs, with one device sync for all the tensors."""
+    tensors = {k: v for k, v in logs.items() if isinstance(v, torch.Tensor)}
+    out = {k: float(v) for k, v in logs.items() if not isinstance(v, torch.Tensor)}
+    if tensors:
+        values = torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist()
+        out.update(zip(tensors, values))
+    return out
+
+
 class Trainer:
-    """Builds data, model, method and optimizer from a :class:`RunConfig` and runs the loop."""
+    """Builds data, model, method and optimisers from a :class:`RunConfig` and runs the loop."""
 
     def __init__(self, cfg, resume: bool = False, progress: bool = True):
         self.cfg = cfg
@@ -77,10 +94,17 @@ class Trainer:
 
         self.train_set = build_dataset(cfg.data, "train")
         self.held_out = build_dataset(cfg.data, "test") if cfg.train.knn_every_epochs else None
+        try:
+            self.sampler = EpochSampler(len(self.train_set), cfg.train.batch_size, cfg.seed, self.rank, self.world)
+        except ValueError as e:
+            raise TaglessError(str(e)) from None
+        self.data = DeviceData(self.train_set.images, self.train_set.targets, self.device, cfg.train.preload_max_mb)
+        self.data_info = DataInfo(len(self.train_set), list(self.train_set.classes), self.train_set.label_kind,
+                                  cfg.data.image_size, self.data.read, self.data.targets)
         torch.manual_seed(cfg.seed)  # initialisation
         self.backbone = build_backbone_from_config(cfg.model)
         self.views = build_views(cfg.views)
-        self.method = build_method(cfg.method, self.backbone, self.views, seed=cfg.seed).to(self.device)
+        self.method = build_method(cfg.method, self.backbone, self.views, self.data_info, seed=cfg.seed).to(self.device)
         if self._channels_last():
             self.method.to(memory_format=torch.channels_last)
         if cfg.train.compile:
@@ -88,20 +112,17 @@ class Trainer:
         self.model = self.method
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.method, device_ids=ids, broadcast_buffers=False)
-        self.optimizer = build_optimizer(cfg.optim, self.method.param_groups(), cfg.train.batch_size)
-        try:
-            self.sampler = EpochSampler(len(self.train_set), cfg.train.batch_size, cfg.seed, self.rank, self.world)
-        except ValueError as e:
-            raise TaglessError(str(e)) from None
-        self.images = DeviceImages(self.train_set.images, self.device, cfg.train.preload_max_mb)
+            self.model = DistributedDataParallel(self.method, device_ids=ids, forward_sync_buffers=False)
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
-        self.schedule = lr_schedule(cfg.optim, self.steps_per_epoch, cfg.train.epochs)
+        self.optimizers = ScheduledOptimizers(cfg.optim, self.method, cfg.train.batch_size, self.steps_per_epoch,
+                                              cfg.train.epochs)
+        self.amp = _amp_enabled(cfg.train.amp, self.device)
         self.step = 0
         self.history: list[dict] = []
+        self._perm_epoch, self._perm = -1, None
 
     def _channels_last(self) -> bool:
         mode = self.cfg.train.channels_last
@@ -115,7 +136,7 @@ class Trainer:
             "backbone_name": self.cfg.model.backbone,
             "backbone_kwargs": backbone_kwargs(self.cfg.model),
             "method": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizers": self.optimizers.state_dict(),
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
             "config": config_io.to_dict(self.cfg),
@@ -132,39 +153,65 @@ class Trainer:
         if ckpt["config"]["method"]["name"] != self.cfg.method.name or ckpt["backbone_name"] != self.cfg.model.backbone:
             raise TaglessError(f"{self.ckpt_path} was written by a different method/backbone than this config")
         self.method.load_state_dict(ckpt["method"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.optimizers.load_state_dict(ckpt["optimizers"] if "optimizers" in ckpt else {"main": ckpt["optimizer"]})
         self.step = int(ckpt["step"])
         self.history = json.loads(ckpt.get("history", "[]"))
 
     # ---- the loop ----------------------------------------------------------------------
-    def fetch(self, step: int) -> torch.Tensor:
+    def fetch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(uint8 images, int64 dataset indices, stored targets) of this rank for ``step``."""
         epoch, i = divmod(step, self.steps_per_epoch)
-        return self.images.batch(self.sampler.indices(epoch, i))
+        if self.data.resident is not None:
+            if epoch != self._perm_epoch:  # one upload per epoch, then slices on the device
+                self._perm = torch.as_tensor(self.sampler.permutation(epoch), device=self.device)
+                self._perm_epoch = epoch
+            index = self._perm[self.sampler.slice(i)]
+        else:
+            index = torch.as_tensor(self.sampler.indices(epoch, i), device=self.device)
+        return self.data.read(index), index, self.data.targets[index]
 
-    def train_step(self, images: torch.Tensor) -> dict:
-        cfg = self.cfg.train
-        lr = set_lr(self.optimizer, float(self.schedule[self.step]))
-        batch = {
-            "images": images,
-            "generator": step_generator(self.cfg.seed, self.rank, self.step, self.device),
-        }
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=_amp_enabled(cfg.amp, self.device)):
+    def train_step(self, batch: Batch) -> dict:
+        """One optimisation step; returns the step's logs as device tensors (no sync)."""
+        lrs = self.optimizers.set_lr(self.step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss, logs = self.model(batch)
-        mean_loss = dist.all_reduce_mean(loss.detach().float())
-        if not torch.isfinite(mean_loss):
-            where = f"last good checkpoint: {self.ckpt_path}" if self.ckpt_path.exists() else "no checkpoint was written yet"
-            raise TaglessError(f"loss is {mean_loss.item()} at step {self.step}; stopping ({where}). Lower optim.lr_per_256 or set train.grad_clip_norm.")
-        self.optimizer.zero_grad(set_to_none=True)
+        finite = torch.isfinite(loss.detach())
+        self._first_bad = torch.minimum(self._first_bad, torch.where(finite, self._never, self._step_on_device))
+        self._step_on_device += 1
+        self.optimizers.zero_grad()
         loss.backward()
-        logs = {k: float(v) for k, v in logs.items()}
-        if cfg.grad_clip_norm > 0:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm))
-        self.optimizer.step()
-        self.method.after_step()
-        logs["loss"] = float(mean_loss)
-        logs["lr"] = lr
+        logs = {**logs, "loss": loss.detach()}
+        if self.cfg.train.grad_clip_norm > 0:
+            params = [p for g in self.optimizers.optimizers["main"].param_groups for p in g["params"]]
+            logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip_norm)
+        before = hook(self.method, "before_optimizer_step")
+        for name, optimizer in self.optimizers.items():
+            if before is not None:
+                before(name, optimizer)
+            optimizer.step()
+        after = hook(self.method, "after_step")
+        if after is not None:
+            after()
+        logs["lr"] = lrs["main"]
+        logs.update({f"lr_{name}": lr for name, lr in lrs.items() if name != "main"})
         return logs
+
+    def check_finite(self) -> None:
+        """Stop (on every rank) if a loss since the start was NaN/inf: one device sync."""
+        first_bad = int(dist.all_reduce_min(self._first_bad))
+        if first_bad != _NEVER:
+            where = f"last good checkpoint: {self.ckpt_path}" if self.ckpt_path.exists() else "no checkpoint was written yet"
+            raise TaglessError(f"loss is not finite (nan or inf) at step {first_bad}; stopping ({where}). "
+                               f"Lower optim.lr_per_256 or set train.grad_clip_norm.")
+
+    def start_epoch(self, epoch: int) -> None:
+        """The method's ``on_epoch_start`` hook, with a pass over the data in the eval view."""
+        fn = hook(self.method, "on_epoch_start")
+        if fn is None:
+            return
+        views = self.cfg.views
+        settings = dict(size=views.global_size, crop_fraction=views.eval_crop_fraction, mean=views.mean, std=views.std)
+        fn(epoch, EpochPass(epoch, self.data_info, self.device, settings, self.cfg.seed, self.amp))
 
     def run(self) -> TrainResult:
         cfg = self.cfg
@@ -174,43 +221,68 @@ class Trainer:
             (self.run_dir / "run_info.json").write_text(json.dumps(run_info(self.device, self.world), indent=2))
         if self.resume:
             self.load()
+        self._step_on_device = torch.tensor(self.step, device=self.device)
+        self._first_bad = torch.tensor(_NEVER, device=self.device)
+        self._never = torch.tensor(_NEVER, device=self.device)
         log = MetricsLog(self.run_dir, enabled=dist.is_main(), tensorboard=cfg.train.tensorboard)
         steps = range(self.step, self.total_steps)
-        prefetch = Prefetcher(self.fetch, steps) if self.images.resident is None else None
+        prefetch = Prefetcher(self.fetch, steps) if self.data.resident is None else None
         bar = progress_bar(total=self.total_steps, initial=self.step, enabled=self.progress, desc=f"{cfg.method.name}")
-        t0, images_seen, last_logs = time.perf_counter(), 0, {}
-        knn = None
+        t0, images_seen, shown, last_monitor = time.perf_counter(), 0, {}, {}
         for step in steps:
-            images = prefetch.get()[1] if prefetch else self.fetch(step)
-            last_logs = self.train_step(images)
+            epoch, in_epoch = divmod(step, self.steps_per_epoch)
+            if in_epoch == 0:
+                self.start_epoch(epoch)
+            images, index, target = prefetch.get()[1] if prefetch else self.fetch(step)
+            batch = Batch(images, index, target, step, epoch,
+                          step_generator(cfg.seed, self.rank, step, self.device))
+            logs = self.train_step(batch)
             self.step = step + 1
             images_seen += cfg.train.batch_size
             epoch_end = self.step % self.steps_per_epoch == 0
-            if self.step % cfg.train.log_every_steps == 0 or epoch_end or self.step == self.total_steps:
-                log.write({"step": self.step, "epoch": self.step / self.steps_per_epoch, "split": "train", **last_logs})
+            last = self.step == self.total_steps
+            save = epoch_end or last or self.step % cfg.train.checkpoint_every_steps == 0
+            if save or self.step % cfg.train.log_every_steps == 0:
+                self.check_finite()
+                logs["loss"] = dist.all_reduce_mean(logs["loss"].float())
+                shown = read_logs(logs)
+                log.write({"step": self.step, "epoch": self.step / self.steps_per_epoch, "split": "train", **shown})
+                bar.set_postfix(loss=f"{shown['loss']:.4f}", refresh=False)
             bar.update(1)
-            bar.set_postfix(loss=f"{last_logs['loss']:.4f}", refresh=False)
-            epoch = self.step // self.steps_per_epoch
-            if epoch_end and cfg.train.knn_every_epochs and epoch % cfg.train.knn_every_epochs == 0:
-                knn = self.evaluate_knn()
-                log.write({"step": self.step, "epoch": epoch, "split": "eval", "knn_top1": knn})
-                self.history.append({"epoch": epoch, "loss": last_logs["loss"], "knn_top1": knn})
-                bar.set_postfix(loss=f"{last_logs['loss']:.4f}", knn=f"{knn:.1f}", refresh=False)
-            if epoch_end or self.step % cfg.train.checkpoint_every_steps == 0 or self.step == self.total_steps:
+            if epoch_end:
+                last_monitor = self.end_epoch(log, bar, shown) or last_monitor
+            if save:
                 self.save()
         bar.close()
         wall = time.perf_counter() - t0
-        if knn is None and cfg.train.knn_every_epochs and self.history:
-            knn = self.history[-1].get("knn_top1")
+        if not last_monitor and self.history:
+            last_monitor = {k: v for k, v in self.history[-1].items() if k not in ("epoch", "loss")}
         log.close()
         return TrainResult(
             run_dir=self.run_dir, steps=self.step, epochs=self.step // self.steps_per_epoch,
-            final_loss=last_logs.get("loss", math.nan), knn_top1=knn,
+            final_loss=shown.get("loss", math.nan), knn_top1=last_monitor.get("knn_top1"),
             images_per_s=images_seen / wall if wall > 0 else 0.0, wall_s=wall, history=self.history,
+            monitor=last_monitor,
         )
 
-    def evaluate_knn(self) -> float | None:
-        return knn_monitor(self.backbone, self.train_set, self.held_out, self.cfg, self.device)
+    def end_epoch(self, log: MetricsLog, bar, shown: dict) -> dict:
+        """The method's ``epoch_logs`` and, on monitor epochs, the online monitor."""
+        epoch = self.step // self.steps_per_epoch
+        epoch_logs = hook(self.method, "epoch_logs")
+        record = read_logs(epoch_logs()) if epoch_logs is not None else {}
+        every = self.cfg.train.knn_every_epochs
+        numbers = self.evaluate() if every and epoch % every == 0 else {}
+        record.update(numbers)
+        if record:
+            log.write({"step": self.step, "epoch": epoch, "split": "eval", **record})
+            self.history.append({"epoch": epoch, "loss": shown.get("loss"), **record})
+            bar.set_postfix(loss=f"{shown.get('loss', math.nan):.4f}", **{k: f"{v:.3g}" for k, v in record.items()},
+                            refresh=False)
+        return numbers
+
+    def evaluate(self) -> dict[str, float]:
+        """The online monitor (kNN top-1, mAP@class or pseudo-label NMI, by label kind)."""
+        return monitor(self.method, self.train_set, self.held_out, self.cfg, self.device)
 
 
 def train(cfg, resume: bool = False, progress: bool = True) -> TrainResult:

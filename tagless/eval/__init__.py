@@ -18,7 +18,7 @@ from tagless.eval.cluster import (
     nmi,
     purity,
 )
-from tagless.eval.knn import knn_accuracy, knn_predict, knn_votes
+from tagless.eval.knn import knn_accuracy, knn_multilabel_scores, knn_predict, knn_votes
 from tagless.eval.linear import (
     DEFAULT_L2_VALUES,
     C_to_l2,
@@ -57,6 +57,7 @@ __all__ = [
     "kmeans",
     "knn_accuracy",
     "knn_predict",
+    "knn_multilabel_scores",
     "knn_votes",
     "l2_to_C",
     "linear_probe",

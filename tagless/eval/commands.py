@@ -10,8 +10,8 @@ import time
 import numpy as np
 import torch
 
-from tagless.engine.progress import format_table
-from tagless.engine.runinfo import resolve_device
+from tagless.tables import format_table
+from tagless.device import resolve_device
 from tagless.errors import TaglessError
 from tagless.eval.cluster import cluster_scores, kmeans
 from tagless.eval.inputs import EvalInputs, dataset_targets, load_npz
@@ -63,7 +63,10 @@ def add_eval_parser(sub) -> None:
     ly.add_argument("--pool-dim", type=int, default=9600, help="pool each layer to about this many dims (paper 002)")
     ly.add_argument("--pool-mode", choices=("max", "avg"), default="max")
     ly.set_defaults(run=run_layers)
-    c = ev.add_parser("cluster", parents=[common], help="NMI, aNMI, ARI, Hungarian accuracy, purity; k-means baseline")
+    c = ev.add_parser("cluster", parents=[common], help="NMI, aNMI, ARI, Hungarian accuracy, purity; k-means baseline",
+                      description="Score the assignments 'pred' of a --features file when it holds them; else (or with "
+                                  "--kmeans) score k-means on the L2-normalised x_test.")
+    c.add_argument("--kmeans", action="store_true", help="run k-means on x_test even when the file holds pred")
     c.add_argument("--clusters", type=int, default=0, help="k of k-means (default: number of classes)")
     c.add_argument("--kmeans-iters", type=int, default=100)
     c.add_argument("--n-init", type=int, default=3)
@@ -171,9 +174,16 @@ def run_cluster(args) -> dict:
     inp = _inputs(args, "cluster")
     _single_label(inp, "cluster")
     keep = inp.y_test >= 0
-    if inp.pred is not None and inp.x_test is None:
+    if args.kmeans and inp.x_test is None:
+        raise TaglessError(f"{inp.source}: --kmeans clusters 'x_test', which this input lacks (it has 'pred': "
+                           "drop --kmeans to score it)")
+    if inp.pred is not None and not args.kmeans:
         pred, how = inp.pred, "given assignments"
+        if inp.x_test is not None:
+            print(f"scoring the given assignments 'pred' of {inp.source}; pass --kmeans to cluster its x_test instead")
     else:
+        if inp.pred is not None:
+            print(f"--kmeans: clustering the x_test of {inp.source}; its given assignments 'pred' are not scored")
         k = args.clusters or int(inp.y_test[keep].max()) + 1
         x = torch.as_tensor(inp.x_test, device=resolve_device(args.device))
         x = torch.nn.functional.normalize(x, dim=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +18,12 @@ import numpy as np
 import torch
 
 from tagless import config_io
+from tagless.augment import ViewsConfig
 from tagless.data import DataConfig, ImageDataset, build_dataset
 from tagless.engine.checkpoint import load_checkpoint
 from tagless.engine.features import extract_features
 from tagless.errors import TaglessError
 from tagless.models import build_backbone
-
-DEFAULT_MEAN, DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -35,6 +35,7 @@ class LoadedBackbone:
     size: int
     mean: tuple
     std: tuple
+    crop_fraction: float = 1.0
 
 
 def load_backbone(path: str | Path, device: torch.device | str = "cpu") -> LoadedBackbone:
@@ -42,15 +43,15 @@ def load_backbone(path: str | Path, device: torch.device | str = "cpu") -> Loade
     ckpt = load_checkpoint(path, map_location="cpu")
     backbone = build_backbone(ckpt["backbone_name"], **ckpt["backbone_kwargs"])
     backbone.load_state_dict(ckpt["backbone"])
-    views = ckpt.get("config", {}).get("views", {})
+    views = config_io.from_dict(ViewsConfig, ckpt.get("config", {}).get("views", {}), prefix="views")
     return LoadedBackbone(backbone.to(device).eval(), Path(path), ckpt.get("config", {}), int(ckpt.get("step", 0)),
-                          int(views.get("global_size", 32)), tuple(views.get("mean", DEFAULT_MEAN)),
-                          tuple(views.get("std", DEFAULT_STD)))
+                          views.global_size, views.mean, views.std, views.eval_crop_fraction)
 
 
 def _key(loaded: LoadedBackbone, data: DataConfig, split: str, layer: str | None, pool_dim: int, pool_mode: str) -> str:
     st = os.stat(loaded.checkpoint_path)
     parts = {"ckpt": str(loaded.checkpoint_path.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns,
+             "inode": st.st_ino, "ctime": st.st_ctime_ns,  # an atomic rewrite is a new inode
              "step": loaded.step, "data": config_io.to_dict(data), "split": split, "layer": layer,
              "pool_dim": pool_dim, "pool_mode": pool_mode, "img": loaded.size, "version": 1}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -61,7 +62,8 @@ def compute_features(loaded: LoadedBackbone, images: np.ndarray, layer: str | No
     """N x D float32 features: the pooled output, or ``layer``'s map pooled to ~``pool_dim``
     dims (SeLa's per-layer protocol, paper 002 appendix: adaptive max-pooling)."""
     feats = extract_features(loaded.backbone, images, loaded.size, loaded.mean, loaded.std, batch_size=batch_size,
-                             device=device, layer=layer, pool_dim=pool_dim if layer else None, pool_mode=pool_mode)
+                             device=device, layer=layer, pool_dim=pool_dim if layer else None, pool_mode=pool_mode,
+                             crop_fraction=loaded.crop_fraction)
     return feats.cpu().numpy()
 
 
@@ -75,10 +77,11 @@ def dataset_features(loaded: LoadedBackbone, data: DataConfig, split: str, layer
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as f:
-                if f["x"].shape[0] == len(dataset):
-                    return f["x"], dataset
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is recomputed
+                cached = f["x"]  # each f["x"] reads the whole array again: read it once
+            if cached.ndim == 2 and cached.shape[0] == len(dataset):
+                return cached, dataset
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # a damaged cache entry (truncated, empty, bad CRC, foreign) is recomputed
     x = compute_features(loaded, dataset.images, layer, pool_dim, pool_mode, device=device)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -318,3 +318,41 @@ def knn_accuracy(
         raise TaglessError("no labelled queries to score")
     out = {kk: {f"top{n}": correct[kk][n] / total for n in topk} for kk in ks}
     return out if many else out[ks[0]]
+
+
+def knn_multilabel_scores(
+    bank: torch.Tensor,
+    bank_targets: torch.Tensor,
+    queries: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Per-class scores M x C of each query from its k nearest bank features (cosine).
+
+    ``bank_targets`` is N x C of 1 (positive), 0 (negative) and -1 (unknown). A neighbour with
+    similarity s weighs exp((s - s_max) / T) as in :func:`knn_votes`, and the score of class c
+    is the weighted share of positives among the neighbours whose label of c is known:
+    ``sum_j w_j [y_jc = 1] / sum_j w_j [y_jc != -1]`` (0 when no neighbour knows c). The
+    scores rank images per class, so they serve mAP (the multi-label online monitor).
+    """
+    _check_features("bank", bank)
+    _check_features("queries", queries)
+    if bank_targets.ndim != 2 or bank_targets.shape[0] != bank.shape[0]:
+        raise TaglessError(f"bank_targets must be N x C with N = {bank.shape[0]}, got {tuple(bank_targets.shape)}")
+    if not 1 <= k <= bank.shape[0]:
+        raise TaglessError(f"k={k} must be in [1, bank size {bank.shape[0]}]")
+    bank = F.normalize(bank.float(), dim=1)
+    positive = (bank_targets == 1).float()
+    known = (bank_targets != -1).float()
+    if chunk_size is None:
+        chunk_size = max(1, _CHUNK_BYTES // (4 * bank.shape[0]))
+    out = []
+    for start in range(0, queries.shape[0], chunk_size):
+        q = F.normalize(queries[start : start + chunk_size].float(), dim=1)
+        sim, idx = (q @ bank.T).topk(k, dim=1)
+        w = ((sim - sim[:, :1]) / temperature).exp()  # chunk x k
+        pos = torch.einsum("mk,mkc->mc", w, positive[idx])
+        seen = torch.einsum("mk,mkc->mc", w, known[idx])
+        out.append(torch.where(seen > 0, pos / seen.clamp_min(1e-30), torch.zeros_like(pos)))
+    return torch.cat(out) if out else queries.new_zeros(0, bank_targets.shape[1])

@@ -1,33 +1,30 @@
-"""Self-supervised methods: an explicit table from name to (config field, class)."""
+"""Self-supervised and weakly-supervised methods: an explicit table from name to class.
+
+A method is one file and one line here. Its class follows :mod:`tagless.methods.contract`
+and names its config dataclass (a subclass of :class:`MethodConfig`) as ``Config``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch.nn as nn
 
-from tagless.errors import TaglessError
+from tagless.methods.config import MethodConfig
+from tagless.methods.contract import Batch, DataInfo, EpochContext, Method, OptimizerSpec, hook
 from tagless.methods.moco import MoCo, MocoConfig
 from tagless.methods.simsiam import SimSiam, SimSiamConfig
 
-METHODS = {"moco": MoCo, "simsiam": SimSiam}
+METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "simsiam": SimSiam}
 
 
-@dataclass
-class MethodConfig:
-    name: str = "moco"
-    moco: MocoConfig = field(default_factory=MocoConfig)
-    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
+def build_method(cfg: MethodConfig, backbone: nn.Module, views, data: DataInfo, seed: int = 0) -> nn.Module:
+    """The method named by ``cfg.name``, built on ``backbone`` with its views and data facts."""
+    from tagless.config_io import tagged, to_dict
 
-    def validate(self) -> None:
-        if self.name not in METHODS:
-            raise TaglessError(f"method.name: unknown method {self.name!r} (valid: {', '.join(METHODS)})")
-
-
-def build_method(cfg: MethodConfig, backbone: nn.Module, views, seed: int = 0) -> nn.Module:
-    """The method named by ``cfg.name`` with its own section of the config."""
-    cfg.validate()
-    return METHODS[cfg.name](backbone, views, getattr(cfg, cfg.name), seed=seed)
+    method = METHODS.get(cfg.name)
+    if method is None or not isinstance(cfg, method.Config):
+        cfg = tagged(to_dict(cfg), MethodConfig, "method")  # a bare MethodConfig(name=...) gets its defaults
+    return METHODS[cfg.name](backbone, views, cfg, data, seed=seed)
 
 
-__all__ = ["METHODS", "MethodConfig", "MoCo", "MocoConfig", "SimSiam", "SimSiamConfig", "build_method"]
+__all__ = ["METHODS", "Batch", "DataInfo", "EpochContext", "Method", "MethodConfig", "MoCo", "MocoConfig",
+           "OptimizerSpec", "SimSiam", "SimSiamConfig", "build_method", "hook"]

@@ -16,14 +16,17 @@ import torch.nn as nn
 from tagless import distributed as dist
 from tagless.errors import TaglessError
 from tagless.losses import contrastive_accuracy, info_nce
+from tagless.methods.config import MethodConfig
+from tagless.methods.contract import Batch, DataInfo
 from tagless.methods.common import KeyQueue, MomentumEncoder, shuffle_across_ranks, unshuffle_across_ranks
 from tagless.models.heads import mlp
 
 
 @dataclass
-class MocoConfig:
+class MocoConfig(MethodConfig):
     """MoCo-v2 hyper-parameters (defaults from [1] and the official code)."""
 
+    name: str = "moco"
     proj_dim: int = 128  # output of the MLP head
     proj_hidden_dim: int = 0  # 0 = the backbone's width, as in [1]
     queue_size: int = 65536  # K
@@ -34,15 +37,17 @@ class MocoConfig:
 
     def validate(self) -> None:
         if self.bn_mode not in ("shuffle", "sync", "local"):
-            raise TaglessError(f"method.moco.bn_mode: expected shuffle, sync or local, got {self.bn_mode!r}")
+            raise TaglessError(f"method.bn_mode: expected shuffle, sync or local, got {self.bn_mode!r}")
         if self.queue_size < 1 or not 0.0 <= self.momentum < 1.0 or self.temperature <= 0:
-            raise TaglessError("method.moco: need queue_size >= 1, 0 <= momentum < 1, temperature > 0")
+            raise TaglessError("method (moco): need queue_size >= 1, 0 <= momentum < 1, temperature > 0")
 
 
 class MoCo(nn.Module):
     """Query encoder f_q = projector(backbone), key encoder f_k = EMA(f_q), queue of keys."""
 
-    def __init__(self, backbone: nn.Module, views, cfg: MocoConfig, seed: int = 0):
+    Config = MocoConfig
+
+    def __init__(self, backbone: nn.Module, views, cfg: MocoConfig, data: DataInfo | None = None, seed: int = 0):
         super().__init__()
         self.cfg = cfg
         self.views = views
@@ -57,7 +62,7 @@ class MoCo(nn.Module):
         self.queue = KeyQueue(cfg.queue_size, cfg.proj_dim, seed=seed)
         self._keys: torch.Tensor | None = None
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         return self.step(batch)
 
     @torch.no_grad()
@@ -68,18 +73,18 @@ class MoCo(nn.Module):
             return unshuffle_across_ranks(nn.functional.normalize(self.encoder_k(x), dim=1), inverse)
         return nn.functional.normalize(self.encoder_k(x), dim=1)
 
-    def step(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        views = self.views(batch["images"], batch["generator"])
+    def step(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+        views = self.views(batch.images, batch.generator)
         x1, x2 = views.crops[0], views.crops[1]
         negatives = self.queue.items.clone()
         q1 = self.encoder_q(x1)
-        k2 = self.keys(x2, batch["generator"])
+        k2 = self.keys(x2, batch.generator)
         loss = info_nce(q1, k2, negatives, self.cfg.temperature)
         acc = contrastive_accuracy(q1.detach(), k2, negatives)
         keys = [k2]
         if self.cfg.symmetric:
             q2 = self.encoder_q(x2)
-            k1 = self.keys(x1, batch["generator"])
+            k1 = self.keys(x1, batch.generator)
             loss = 0.5 * (loss + info_nce(q2, k1, negatives, self.cfg.temperature))
             keys = [k1, k2]
         self._keys = torch.cat(keys)

@@ -14,11 +14,14 @@ import torch.nn as nn
 
 from tagless import distributed as dist
 from tagless.losses import negative_cosine
+from tagless.methods.config import MethodConfig
+from tagless.methods.contract import Batch, DataInfo
 from tagless.models.heads import mlp
 
 
 @dataclass
-class SimSiamConfig:
+class SimSiamConfig(MethodConfig):
+    name: str = "simsiam"
     proj_dim: int = 2048  # output of projector and predictor (ImageNet setting of [0])
     proj_hidden_dim: int = 2048
     pred_hidden_dim: int = 512  # predictor bottleneck
@@ -30,7 +33,9 @@ class SimSiamConfig:
 class SimSiam(nn.Module):
     """L = D(p1, sg(z2)) / 2 + D(p2, sg(z1)) / 2 with z = projector(backbone(x)), p = predictor(z)."""
 
-    def __init__(self, backbone: nn.Module, views, cfg: SimSiamConfig, seed: int = 0):
+    Config = SimSiamConfig
+
+    def __init__(self, backbone: nn.Module, views, cfg: SimSiamConfig, data: DataInfo | None = None, seed: int = 0):
         super().__init__()
         self.cfg = cfg
         self.views = views
@@ -44,11 +49,11 @@ class SimSiam(nn.Module):
             self.predictor = dist.convert_sync_batchnorm(self.predictor)
             self.backbone, self.projector = self.encoder[0], self.encoder[1]
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         return self.step(batch)
 
-    def step(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        views = self.views(batch["images"], batch["generator"])
+    def step(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+        views = self.views(batch.images, batch.generator)
         x1, x2 = views.crops[0], views.crops[1]
         z = self.encoder(torch.cat([x1, x2]))  # one pass over both views
         z1, z2 = z.chunk(2)
@@ -58,9 +63,6 @@ class SimSiam(nn.Module):
         # the std of the l2-normalised output against 1/sqrt(d).
         z_std = nn.functional.normalize(z1.detach().float(), dim=1).std(dim=0).mean()
         return loss, {"loss": loss.detach(), "z_std": z_std}
-
-    def after_step(self) -> None:
-        pass
 
     def param_groups(self) -> list[dict]:
         return [

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tagless.engine.runinfo import resolve_device
+from tagless.device import resolve_device
 from tagless.errors import TaglessError
 from tagless.report.report import multilabel_section, report_dir, single_label_section, training_section, write_report
 
