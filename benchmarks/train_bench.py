@@ -30,10 +30,9 @@ from PIL import Image, ImageEnhance, ImageFilter
 from tagless.augment import IMAGENET_MEAN, IMAGENET_STD, ViewsConfig, build_views
 from tagless.config import load_config
 from tagless.data import build_dataset
-from tagless.engine import Trainer
-
 from tagless.device import device_name
-from tagless.methods import MoCo
+from tagless.engine import Trainer
+from tagless.methods import Batch, DataInfo, MoCo, build_method
 from tagless.models import build_backbone
 
 MEAN, STD = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
@@ -110,20 +109,20 @@ def time_trainer(cfg, device: torch.device) -> float:
     return timed * cfg.train.batch_size / (stamps[-1] - stamps[WARMUP_STEPS - 1])
 
 
-def make_method(cfg, device: torch.device, views) -> MoCo:
-    from tagless.methods import build_method
-
+def make_method(cfg, dataset, device: torch.device, views) -> MoCo:
     torch.manual_seed(0)
     backbone = build_backbone(cfg.model.backbone, stem=cfg.model.stem, width=cfg.model.width)
-    return build_method(cfg.method, backbone, views).to(device)
+    data = DataInfo.from_arrays(dataset.images, dataset.targets, dataset.classes, dataset.label_kind, device)
+    return build_method(cfg.method, backbone, views, data).to(device)
 
 
-def time_conventional(cfg, images: np.ndarray, args, device: torch.device, amp: bool) -> float:
+def time_conventional(cfg, dataset, args, device: torch.device, amp: bool) -> float:
+    images = np.ascontiguousarray(dataset.images)
     loader = torch.utils.data.DataLoader(PilTwoViews(images, args.size), batch_size=args.batch, shuffle=True,
                                          num_workers=args.workers, drop_last=True, persistent_workers=True,
                                          pin_memory=device.type == "cuda")
     passthrough = lambda crops, generator: SimpleNamespace(crops=list(crops), kinds=["global", "global"])
-    method = make_method(cfg, device, passthrough)
+    method = make_method(cfg, dataset, device, passthrough)
     opt = torch.optim.SGD(method.param_groups(), lr=cfg.optim.lr_per_256 * args.batch / 256, momentum=0.9)
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -140,7 +139,9 @@ def time_conventional(cfg, images: np.ndarray, args, device: torch.device, amp: 
             start = time.perf_counter()
         crops = next(it)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _ = method.step(_batch(crops, gen))
+            n = len(crops[0])
+            batch = Batch(crops, torch.arange(n), torch.full((n,), -1), i, 0, gen)
+            loss, _ = method.step(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -148,16 +149,6 @@ def time_conventional(cfg, images: np.ndarray, args, device: torch.device, amp: 
     if device.type == "cuda":
         torch.cuda.synchronize()
     return args.steps * args.batch / (time.perf_counter() - start)
-
-
-def _batch(images, generator):
-    """A batch as the method contract of this tree wants it."""
-    try:
-        from tagless.methods import Batch
-    except ImportError:  # pragma: no cover - before engine v2
-        return {"images": images, "generator": generator}
-    n = len(images[0])
-    return Batch(images=images, index=torch.arange(n), target=torch.full((n,), -1), step=0, epoch=0, generator=generator)
 
 
 def augmentation_only(images: np.ndarray, size: int, batch: int, device: torch.device, views) -> tuple[float, float]:
@@ -195,11 +186,12 @@ def main() -> None:
     amp = device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         cfg = bench_config(args, tmp)
-        images = build_dataset(cfg.data, "train").images
+        dataset = build_dataset(cfg.data, "train")
         rate_tagless = time_trainer(cfg, device)
-        rate_conv = None if args.skip_conventional else time_conventional(cfg, images, args, device, amp)
+        rate_conv = None if args.skip_conventional else time_conventional(cfg, dataset, args, device, amp)
         views = build_views(ViewsConfig(recipe="two_views", global_size=args.size))
-        aug_tagless, aug_pil = augmentation_only(np.ascontiguousarray(images), args.size, args.batch, device, views)
+        images = np.ascontiguousarray(dataset.images)
+        aug_tagless, aug_pil = augmentation_only(images, args.size, args.batch, device, views)
     print(f"device: {device_name(device)}; torch {torch.__version__}")
     print(f"augmentation only (two MoCo-v2 views per image, batch {args.batch}, {args.size}px):")
     print(f"  tagless batched on {device.type}: {aug_tagless:.0f} images/s; PIL per image, one process: "

@@ -102,3 +102,27 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_checkpoint_and_cache_get_the_umask_mode(tmp_path):
+    """mkstemp/mkdtemp make 0600/0700 files; a checkpoint and a cache entry get the mode a
+    plain write gives under the user's umask."""
+    import os
+    import stat
+
+    from tagless.data import ImageDataset
+
+    old = os.umask(0o022)
+    try:
+        save_atomic({"format": FORMAT, "step": 1}, tmp_path / "ck" / "last.pt")
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"x")
+        assert stat.S_IMODE((tmp_path / "ck" / "last.pt").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
+        from tagless.data.cache import cached
+
+        ds = ImageDataset(np.zeros((2, 4, 4, 3), np.uint8), np.zeros(2, np.int64), ["a"], "single")
+        cached(tmp_path / "cache" / "entry", "k", lambda tmp: (ds, [], 2))
+        assert stat.S_IMODE((tmp_path / "cache" / "entry").stat().st_mode) == 0o755
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in (tmp_path / "cache" / "entry").iterdir())
+    finally:
+        os.umask(old)

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from tagless.data.dataset import ImageDataset
+from tagless.files import chmod_default
 
 log = logging.getLogger("tagless.data")
 
@@ -148,6 +149,7 @@ def cached(folder: Path, key: str,
         return ds
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+    chmod_default(tmp, directory=True)  # mkdtemp's 0700 would hide the cache from other users
     try:
         built, skipped, total = build(tmp)
         _write(tmp, key, built, skipped, total)

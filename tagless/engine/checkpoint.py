@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from tagless.errors import TaglessError
+from tagless.files import chmod_default
 
 FORMAT = "tagless-checkpoint-v1"
 
@@ -25,6 +26,7 @@ def save_atomic(obj: dict, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        chmod_default(tmp)  # mkstemp's 0600 would make the checkpoint private to its writer
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
