@@ -16,19 +16,38 @@ def _cmd_demo(args) -> dict:
     return run_demo(out_dir=args.out_dir, epochs=args.epochs, overrides=args.overrides)
 
 
+MONITOR_COLUMNS = {"knn_top1": "kNN top-1 (%)", "map_class": "mAP@class (%)", "pseudo_nmi": "pseudo-label NMI (%)"}
+
+
 def _cmd_train(args) -> dict:
     from tagless.config import load_config
+    from tagless.tables import format_table
+
+    if args.help_config is not None:
+        return _help_config(args.help_config)
+    if args.config is None:
+        raise TaglessError("train needs a CONFIG (a YAML file or a bundled recipe name)")
     from tagless.engine import train
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume)
-    from tagless.tables import format_table
-
     row = {"method": cfg.method.name, "steps": result.steps, "epochs": result.epochs, "final loss": result.final_loss,
-           "kNN top-1 (%)": result.knn_top1, "images/s": result.images_per_s, "wall (s)": result.wall_s}
+           **{MONITOR_COLUMNS.get(k, k): v for k, v in result.monitor.items()},
+           "images/s": result.images_per_s, "wall (s)": result.wall_s}
     print(format_table([row], title=f"tagless train {cfg.name}"))
     print(f"run directory: {result.run_dir}")
-    return {k: v for k, v in row.items()} | {"run_dir": str(result.run_dir)}
+    return row | {"run_dir": str(result.run_dir)}
+
+
+def _help_config(section: str) -> dict:
+    from tagless.config import describe_section
+    from tagless.tables import format_table
+
+    tables = describe_section(section)
+    for title, rows in tables.items():
+        print(format_table(rows, ["key", "default", "type", "help"], title=title))
+        print()
+    return {"sections": tables}
 
 
 def _cmd_report(args) -> dict:
@@ -55,9 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("train", help="train from a YAML config (or a bundled recipe name)")
-    p.add_argument("config")
+    p.add_argument("config", nargs="?", help="a YAML file or a bundled recipe (demo_moco, ...)")
     p.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
+    p.add_argument("--help-config", metavar="SECTION", nargs="?", const="all",
+                   help="print the fields of a config section with defaults and comments (data, views, model, "
+                        "method, method.NAME, optim, train; no SECTION: all) and exit")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html: curves, kNN/linear tables, t-SNE, confusion matrix")
@@ -69,7 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     from tagless.eval.commands import add_eval_parser
 
     add_eval_parser(sub)
+    _add_global_flags(parser)
     return parser
+
+
+def _add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """``--json`` and ``--debug`` work after any subcommand too, where most users type them.
+    In subcommands they default to SUPPRESS so that a flag given before the subcommand stays."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+                child.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                   help="print one JSON object of the results as the last line")
+                _add_global_flags(child)
 
 
 def _json_safe(value):

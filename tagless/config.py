@@ -61,3 +61,46 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig
 
 def config_from_dict(data: dict) -> RunConfig:
     return config_io.from_dict(RunConfig, data)
+
+
+def describe_section(section: str) -> dict[str, list[dict]]:
+    """Tables ``{title: rows}`` of a section's fields with their defaults and comments, for
+    ``tagless train --help-config SECTION``: a top-level section (data, views, model, method,
+    optim, train, run), ``method.NAME`` for one method, or ``all``."""
+    from tagless.augment import RECIPES, ViewsConfig
+    from tagless.methods import METHODS
+
+    def method_tables(names):
+        return {f"method (name: {n})": config_io.describe(METHODS[n].Config) for n in names}
+
+    def views_table():
+        rows = config_io.describe(ViewsConfig)
+        for row in rows:
+            row["type"] = row["type"].replace(" | None", "")
+            if row["key"] != "recipe":
+                values = {r: config_io.to_dict(RECIPES[r][row["key"]]) for r in RECIPES}
+                if len({str(v) for v in values.values()}) > 1:
+                    row["default"] = ", ".join(f"{r}: {v}" for r, v in values.items())
+        return {"views (unset fields take the recipe's value)": rows}
+
+    plain = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+    if section in plain:
+        return {section: config_io.describe(plain[section])}
+    if section == "views":
+        return views_table()
+    if section == "method":
+        return method_tables(METHODS)
+    if section.startswith("method."):
+        name = section.split(".", 1)[1]
+        if name not in METHODS:
+            raise TaglessError(f"--help-config: unknown method {name!r} (valid: {', '.join(METHODS)})")
+        return method_tables([name])
+    if section == "run":
+        return {"run": config_io.describe(RunConfig)}
+    if section == "all":
+        tables = {"run": config_io.describe(RunConfig)}
+        for name in ("data", "views", "model", "method", "optim", "train"):
+            tables.update(describe_section(name))
+        return tables
+    raise TaglessError(f"--help-config: unknown section {section!r} (valid: run, data, views, model, method, "
+                       f"method.NAME, optim, train, all)")

@@ -14,7 +14,8 @@ from tagless.data import build_dataset
 from tagless.engine import extract_features, train
 from tagless.tables import format_table
 from tagless.models import build_backbone_from_config
-from tagless.report.from_run import report_run, score_single_label
+from tagless.eval.scoring import score_single_label
+from tagless.report.from_run import report_run
 
 DEMO_CONFIGS = ("demo_moco", "demo_simsiam")
 COLUMNS = ["features", "kNN top-1 (%)", "linear top-1 (%)", "final loss", "images/s", "wall (s)"]

@@ -78,3 +78,46 @@ def test_run_config_bundled_recipes_validate():
         load_config("demo_moco", ["method.name=byol"])
     with pytest.raises(TaglessError, match="config not found"):
         load_config("no_such_recipe")
+
+
+def test_method_section_is_a_tagged_union(tmp_path):
+    """``method: {name: X, <X's fields>}``: only the active method's fields are accepted and
+    saved; an unknown key lists that method's valid keys in one line."""
+    from tagless.config import load_config
+    from tagless.methods import MocoConfig, SimSiamConfig
+
+    cfg = load_config("demo_moco", ["method.queue_size=512"])
+    assert isinstance(cfg.method, MocoConfig) and cfg.method.queue_size == 512 and cfg.method.temperature == 0.2
+    sim = load_config(None, ["method.name=simsiam", "method.proj_layers=2"])
+    assert isinstance(sim.method, SimSiamConfig) and sim.method.proj_layers == 2
+    with pytest.raises(TaglessError) as e:
+        load_config(None, ["method.name=simsiam", "method.queue_size=8"])
+    msg = str(e.value)
+    assert "method.queue_size" in msg and "simsiam" in msg and "proj_layers" in msg and "\n" not in msg
+    config_io.save(cfg, tmp_path / "c.yaml")
+    saved = config_io.read_yaml(tmp_path / "c.yaml")["method"]
+    assert saved["name"] == "moco" and "queue_size" in saved and "proj_layers" not in saved
+    assert not any(isinstance(v, dict) for v in saved.values())  # no section per method
+    assert load_config(str(tmp_path / "c.yaml")) == cfg
+
+
+def test_older_nested_method_sections_still_load():
+    from tagless.config import config_from_dict
+
+    cfg = config_from_dict({"method": {"name": "moco", "moco": {"queue_size": 64}, "simsiam": {"proj_dim": 8}}})
+    assert cfg.method.queue_size == 64
+
+
+def test_help_config_lists_fields_defaults_and_comments(capsys):
+    from tagless.cli import main
+
+    assert main(["train", "--help-config", "method.moco"]) == 0
+    out = capsys.readouterr().out
+    assert "queue_size" in out and "65536" in out and "K" in out
+    assert main(["train", "--help-config", "views", "--json"]) == 0
+    import json
+
+    tables = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sections"]
+    rows = {r["key"]: r for r in next(iter(tables.values()))}
+    assert "logo: 2" in str(rows["num_local"]["default"]) and rows["global_size"]["help"]
+    assert main(["train", "--help-config", "nope"]) == 2

@@ -63,22 +63,22 @@ class ViewsConfig:
     recipe: str = "two_views"  # two_views (MoCo-v2) | multi_crop (SwAV) | logo | eval
     global_size: int | None = None  # side of global crops (and of the eval view)
     local_size: int | None = None  # side of local crops
-    num_global: int | None = None
+    num_global: int | None = None  # global crops per image
     num_local: int | None = None  # two_views: 0; multi_crop / logo: >= 1
     global_scale: tuple[float, float] | None = None  # crop area / image area
-    local_scale: tuple[float, float] | None = None
+    local_scale: tuple[float, float] | None = None  # area range of local crops
     ratio: tuple[float, float] | None = None  # crop aspect w / h, sampled in log space
     jitter: tuple[float, float, float, float] | None = None  # brightness contrast saturation hue
-    jitter_p: float | None = None
-    grayscale_p: float | None = None
-    blur_p: float | None = None
-    blur_sigma: tuple[float, float] | None = None
+    jitter_p: float | None = None  # probability of colour jitter (random order per sample)
+    grayscale_p: float | None = None  # probability of grey conversion
+    blur_p: float | None = None  # probability of Gaussian blur
+    blur_sigma: tuple[float, float] | None = None  # blur sigma range, in pixels of the crop
     blur_kernel_size: int | None = None  # 0 = auto: odd, ~10% of the crop side, >= 3
-    solarize_p: float | None = None
-    solarize_threshold: float | None = None
-    flip_p: float | None = None
+    solarize_p: float | None = None  # probability of solarisation
+    solarize_threshold: float | None = None  # pixels above it (in [0, 1]) are inverted
+    flip_p: float | None = None  # probability of a horizontal flip
     mean: tuple[float, ...] | None = None  # normalisation (ImageNet's by default)
-    std: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None  # one value per channel, like mean
     eval_crop_fraction: float | None = None  # eval: centred crop side / shorter side (0.875 = 256->224)
 
     def __post_init__(self) -> None:
