@@ -196,10 +196,21 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load(cls: type, path: str | Path | None = None, overrides: list[str] = ()) -> Any:
-    """Config of type ``cls`` from an optional YAML file plus dotted overrides."""
+    """Config of type ``cls`` from an optional YAML file plus dotted overrides.
+
+    An override that switches a tagged-union section to another entry (``method.name=simsiam``
+    on a MoCo recipe) starts that section afresh: the file's fields were the other entry's."""
     data = read_yaml(path) if path else {}
-    for text in overrides:
-        merge_override(data, *parse_override(text))
+    parsed = [parse_override(text) for text in overrides]
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    for keys, value in parsed:
+        tp = hints.get(keys[0])
+        switches = (len(keys) == 2 and keys[1] == "name" and isinstance(tp, type) and issubclass(tp, TaggedUnion)
+                    and isinstance(data.get(keys[0]), dict) and data[keys[0]].get("name", value) != value)
+        if switches:
+            data[keys[0]] = {}
+    for keys, value in parsed:
+        merge_override(data, keys, value)
     return from_dict(cls, data)
 
 

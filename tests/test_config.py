@@ -121,3 +121,14 @@ def test_help_config_lists_fields_defaults_and_comments(capsys):
     rows = {r["key"]: r for r in next(iter(tables.values()))}
     assert "logo: 2" in str(rows["num_local"]["default"]) and rows["global_size"]["help"]
     assert main(["train", "--help-config", "nope"]) == 2
+
+
+def test_switching_method_by_override_drops_the_recipe_method_fields():
+    from tagless.config import load_config
+    from tagless.methods import SimSiamConfig
+
+    cfg = load_config("demo_moco", ["method.name=simsiam", "method.proj_layers=2"])
+    assert isinstance(cfg.method, SimSiamConfig) and cfg.method.proj_layers == 2
+    assert cfg.method.proj_dim == SimSiamConfig().proj_dim  # simsiam's defaults, not the recipe's moco fields
+    with pytest.raises(TaglessError, match="method.queue_size"):
+        load_config("demo_moco", ["method.name=simsiam", "method.queue_size=5"])

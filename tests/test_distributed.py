@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from ddp_helpers import run_in_processes
@@ -105,6 +106,103 @@ def test_shuffle_bn_queue_is_identical_on_every_rank(tmp_path):
     assert torch.equal(a["queue"], b["queue"]) and int(a["ptr"]) == BATCH
     for name in a["grads"]:
         assert torch.allclose(a["grads"][name], b["grads"][name], atol=1e-6)
+
+
+SHUFFLE_MODES = ("real", "noop", "wrong_inverse")
+SHUFFLE_SEED = 11
+
+
+def _shuffle_input() -> torch.Tensor:
+    """The global batch of the shuffle-BN test (rank r holds rows r * B/2 .. (r + 1) * B/2)."""
+    return fixed_views(make_images(), None).crops[0]
+
+
+def _shuffle_keys_worker(rank, world_size, out_dir, modes):
+    """method.keys on this rank's shard with shuffle-BN as implemented ("real") or broken on
+    purpose: "noop" keeps every rank's own shard (inverse = identity), "wrong_inverse" draws the
+    same permutation but undoes it with perm instead of argsort(perm)."""
+    from tagless.methods import moco as moco_module
+
+    real = moco_module.shuffle_across_ranks
+
+    def noop(x, generator):
+        return x, torch.arange(x.shape[0] * world_size)
+
+    def wrong_inverse(x, generator):
+        shard, inverse = real(x, generator)
+        return shard, torch.argsort(inverse)  # = perm itself
+
+    shuffles = {"real": real, "noop": noop, "wrong_inverse": wrong_inverse}
+    x = _shuffle_input().chunk(world_size)[rank]
+    out = {}
+    for mode in modes:
+        method = make_moco("shuffle")  # same initial weights in every process and in the parent
+        assert method.encoder_k.training
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(moco_module, "shuffle_across_ranks", shuffles[mode])
+            out[mode] = method.keys(x, torch.Generator().manual_seed(SHUFFLE_SEED))
+    torch.save(out, Path(out_dir) / f"k{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def shuffle_keys(tmp_path_factory):
+    """{mode: [keys of rank 0, keys of rank 1]}, from one spawn of 2 processes."""
+    out_dir = tmp_path_factory.mktemp("shuffle_keys")
+    run_in_processes(_shuffle_keys_worker, 2, str(out_dir), SHUFFLE_MODES)
+    ranks = [torch.load(out_dir / f"k{r}.pt", weights_only=True) for r in range(2)]
+    return {mode: [ranks[r][mode] for r in range(2)] for mode in SHUFFLE_MODES}
+
+
+def shuffle_bn_reference(x: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor, shards: int = 2) -> torch.Tensor:
+    """Shuffle-BN computed in one process: permute the global batch, run the key encoder on
+    each rank's shard separately (train mode: per-shard BN statistics), L2-normalise,
+    concatenate and index with ``inverse``."""
+    encoder = make_moco("shuffle").encoder_k.net
+    assert encoder.training
+    with torch.no_grad():
+        y = torch.cat([F.normalize(encoder(s), dim=1) for s in x[perm].chunk(shards)])
+    return y[inverse]
+
+
+def shuffle_references() -> dict:
+    x = _shuffle_input()
+    n = x.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SHUFFLE_SEED))  # the draw of rank 0
+    identity = torch.arange(n)
+    assert set(perm[: n // 2].tolist()) != set(range(n // 2))  # the permutation mixes the shards
+    assert not torch.equal(perm, torch.argsort(perm))  # and is not its own inverse
+    with torch.no_grad():
+        global_bn = F.normalize(make_moco("shuffle").encoder_k(x), dim=1)
+    return {"real": shuffle_bn_reference(x, perm, torch.argsort(perm)),
+            "noop": shuffle_bn_reference(x, identity, identity),
+            "wrong_inverse": shuffle_bn_reference(x, perm, perm),
+            "global_bn": global_bn}
+
+
+def test_shuffle_bn_reference_distinguishes_broken_shuffles():
+    """The per-shard reference differs from no shuffle, a wrong inverse and global-batch BN,
+    so the comparison below can fail."""
+    refs = shuffle_references()
+    for other in ("noop", "wrong_inverse", "global_bn"):
+        assert not torch.allclose(refs["real"], refs[other], atol=1e-3), other
+
+
+@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+def test_shuffle_bn_keys_match_per_shard_reference(shuffle_keys, mode):
+    """Each rank's keys are its slice of the independent shuffle-BN computation; the broken
+    shuffles (run for real in the 2 processes) do not match it, but do match their own
+    reference, so the mismatch comes from the shuffle and not from elsewhere."""
+    refs = shuffle_references()
+    half = BATCH // 2
+    for rank, keys in enumerate(shuffle_keys[mode]):
+        assert keys.shape == (half, 16)
+        own = refs[mode][rank * half : (rank + 1) * half]
+        real = refs["real"][rank * half : (rank + 1) * half]
+        assert torch.allclose(keys, own, atol=1e-5), (mode, rank)
+        if mode == "real":
+            assert torch.allclose(keys, real, atol=1e-5), rank
+        else:
+            assert not torch.allclose(keys, real, atol=1e-3), (mode, rank)
 
 
 def _trainer_worker(rank, world_size, out_dir):

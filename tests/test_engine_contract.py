@@ -1,0 +1,162 @@
+"""The method contract of the engine, with a dummy method that uses every hook (dummy_method.py):
+per-image state, the epoch pass, gather, two optimisers, epoch logs, the monitor of
+pseudo-labels, and resume mid-epoch restoring per-image state; 1 process against 2 gloo
+processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import dummy_method
+from ddp_helpers import run_in_processes
+from tagless.config import load_config
+from tagless.engine import Trainer
+from tagless.engine.checkpoint import load_checkpoint
+
+STEPS_PER_EPOCH = 6  # 96 training images, global batch 16
+
+CFG = [
+    "method.name=dummy", "data.source=digits", "data.image_size=8", "data.limit=96", "model.width=0.125",
+    "views.global_size=8", "train.batch_size=16", "train.log_every_steps=1", "train.knn_every_epochs=1",
+    "optim.warmup_epochs=0", "optim.lr_per_256=0.8",
+]
+
+
+@pytest.fixture(autouse=True)
+def dummy_registered():
+    dummy_method.register()
+    yield
+    dummy_method.unregister()
+
+
+def config(out_dir, name, *extra):
+    return load_config("demo_moco", [f"out_dir={out_dir}", f"name={name}", *CFG, *extra])
+
+
+def records(run_dir: Path, split: str) -> list[dict]:
+    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["split"] == split]
+
+
+def snapshot(trainer: Trainer) -> dict:
+    m = trainer.method
+    return {"state": {k: v.detach().clone() for k, v in m.state_dict().items()},
+            "optimizers": trainer.optimizers.state_dict(), "hook_calls": list(m.hook_calls)}
+
+
+def test_every_hook_in_one_process(tmp_path):
+    trainer = Trainer(config(tmp_path, "one", "train.epochs=3"), progress=False)
+    result = trainer.run()
+    m, n, total = trainer.method, len(trainer.train_set), 3 * STEPS_PER_EPOCH
+    # per-image state from the batch indices and targets: every image seen once per epoch...
+    assert result.steps == total and n == 96
+    assert torch.equal(m.seen, torch.full((n,), 3))
+    # ...and the stored targets equal the dataset's labels at those indices
+    assert torch.equal(m.stored_target.cpu(), torch.as_tensor(trainer.train_set.targets))
+    # the epoch pass ran before each epoch, once
+    assert m.epochs_started[:4].tolist() == [1, 1, 1, 0]
+    # after_step after every step; before_optimizer_step per optimiser, main first
+    assert int(m.after_steps) == total and m.hook_calls == ["main", "critic"] * total
+    # epoch logs and the pseudo-label NMI monitor reach metrics.jsonl and the history
+    evals = records(result.run_dir, "eval")
+    assert [r["epoch"] for r in evals] == [1, 2, 3]
+    assert all("labels_changed" in r and 0 <= r["pseudo_nmi"] <= 100 and "knn_top1" in r for r in evals)
+    # two optimisers: their own schedules (cosine main, constant critic) and checkpoint slots
+    train_rows = records(result.run_dir, "train")
+    lrs = [r["lr"] for r in train_rows]
+    assert lrs[0] == pytest.approx(0.8 * 16 / 256) and lrs[-1] < lrs[0] / 10
+    assert [r["lr_critic"] for r in train_rows] == pytest.approx([0.5 * 16 / 256] * len(train_rows))
+    ckpt = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    assert set(ckpt["optimizers"]) == {"main", "critic"}
+    assert torch.equal(ckpt["method"]["labels"], m.labels)
+    main_groups = trainer.optimizers.optimizers["main"].param_groups
+    assert [g["lr_scale"] for g in main_groups] == [1.0, 2.0]  # the head's group runs at twice the lr
+    assert main_groups[1]["lr"] == pytest.approx(2 * main_groups[0]["lr"])
+    critic = {id(p) for p in m.critic.parameters()}
+    assert not critic & {id(p) for g in main_groups for p in g["params"]}
+
+
+def test_critic_optimiser_alone_moves_the_critic(tmp_path):
+    """The critic learns from its own objective through its own optimiser; the encoder's critic
+    term sends no gradient into the critic (parameters detached)."""
+    trainer = Trainer(config(tmp_path, "c", "train.epochs=1", "train.knn_every_epochs=0"), progress=False)
+    m = trainer.method
+    trainer._step_on_device, trainer._first_bad = torch.tensor(0), torch.tensor(2**62)
+    trainer._never = torch.tensor(2**62)
+    trainer.start_epoch(0)
+    images, index, target = trainer.fetch(0)
+    from tagless.methods import Batch
+
+    batch = Batch(images, index, target, 0, 0, torch.Generator())
+    feats = m.backbone(m._view(images)).detach()
+    critic_only = torch.nn.functional.mse_loss(m.critic(feats).squeeze(1), m.labels[index].float())
+    expected = torch.autograd.grad(critic_only, list(m.critic.parameters()))
+    before = [p.detach().clone() for p in m.critic.parameters()]
+    trainer.train_step(batch)
+    lr = 0.5 * 16 / 256
+    for p, p0, g in zip(m.critic.parameters(), before, expected):  # plain SGD momentum step: p - lr (g + wd p)
+        assert torch.allclose(p.detach(), p0 - lr * (g + 1e-4 * p0), atol=1e-6)
+
+
+def _ddp_worker(rank, world_size, out_dir, extra):
+    dummy_method.register()
+    trainer = Trainer(config(out_dir, "ddp", *extra), progress=False)
+    trainer.run()
+    torch.save(snapshot(trainer), Path(out_dir) / f"rank{rank}.pt")
+
+
+@pytest.mark.parametrize("extra", [["train.epochs=2", "train.knn_every_epochs=0"]])
+def test_two_processes_equal_one(tmp_path, extra):
+    """Per-image state, the sharded epoch pass with gather, both optimisers and the losses:
+    2 gloo processes give what 1 process gives on the same global batches."""
+    one = Trainer(config(tmp_path / "one", "ddp", *extra), progress=False)
+    one.run()
+    single = snapshot(one)
+    run_in_processes(_ddp_worker, 2, str(tmp_path / "two"), extra)
+    for rank in range(2):
+        multi = torch.load(tmp_path / "two" / f"rank{rank}.pt", weights_only=True)
+        assert single["state"].keys() == multi["state"].keys()
+        for key, value in single["state"].items():
+            assert torch.allclose(value.float(), multi["state"][key].float(), atol=2e-5), key
+        for name in ("main", "critic"):
+            for pid, s in single["optimizers"][name]["state"].items():
+                buf = multi["optimizers"][name]["state"][pid]["momentum_buffer"]
+                assert torch.allclose(s["momentum_buffer"], buf, atol=2e-5), (name, pid)
+        assert multi["hook_calls"] == single["hook_calls"]
+    a = [r["loss"] for r in records(tmp_path / "one" / "ddp", "train")]
+    b = [r["loss"] for r in records(tmp_path / "two" / "ddp", "train")]
+    np.testing.assert_allclose(a, b, atol=2e-5)
+    assert int(single["state"]["seen"].min()) == 2  # every image, once per epoch, counted on both ranks
+
+
+def test_resume_mid_epoch_restores_per_image_state(tmp_path):
+    """checkpoint_every_steps=4 does not divide the 6-step epoch; the run stops at step 8 (mid
+    epoch 2) and resumes: the pseudo-labels, counts, optimiser states and losses equal those of
+    the uninterrupted run, and the epoch hook is not re-run mid-epoch."""
+    full = Trainer(config(tmp_path, "full", "train.epochs=3", "train.knn_every_epochs=0"), progress=False)
+    full.run()
+    part = config(tmp_path, "part", "train.epochs=3", "train.knn_every_epochs=0", "train.checkpoint_every_steps=4",
+                  "train.max_steps=8")
+    Trainer(part, progress=False).run()
+    assert load_checkpoint(part.run_dir / "checkpoints" / "last.pt")["step"] == 8
+    resumed = Trainer(config(tmp_path, "part", "train.epochs=3", "train.knn_every_epochs=0",
+                             "train.checkpoint_every_steps=4"), resume=True, progress=False)
+    assert resumed.method.epochs_started.sum() == 0  # nothing restored before run()
+    resumed.run()
+    a, b = snapshot(full), snapshot(resumed)
+    for key, value in a["state"].items():
+        assert torch.allclose(value.float(), b["state"][key].float(), atol=1e-6), key
+    assert b["state"]["epochs_started"][:3].tolist() == [1, 1, 1]  # epoch 1's hook came from the checkpoint
+    for name in ("main", "critic"):
+        for pid, s in a["optimizers"][name]["state"].items():
+            assert torch.allclose(s["momentum_buffer"], b["optimizers"][name]["state"][pid]["momentum_buffer"], atol=1e-6)
+    la = {r["step"]: r["loss"] for r in records(full.run_dir, "train")}
+    lb = {r["step"]: r["loss"] for r in records(resumed.run_dir, "train")}
+    assert la.keys() == lb.keys()
+    for step in la:
+        assert la[step] == pytest.approx(lb[step], abs=1e-6), step
