@@ -1,5 +1,6 @@
-"""The training loop end to end on digits: resume equals an uninterrupted run, NaN stops
-with the last good checkpoint kept, checkpoints load without tagless, DDP smoke run."""
+"""The training loop end to end on digits: a run killed with SIGKILL between checkpoints
+resumes to the uninterrupted run, NaN stops with the last good checkpoint kept, checkpoints
+load without tagless."""
 
 from __future__ import annotations
 
@@ -29,24 +30,6 @@ def tiny(tmp_path, name, *extra):
 def losses(run_dir):
     rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
-
-
-def test_resume_gives_the_same_losses(tmp_path):
-    full = train(tiny(tmp_path, "full", "train.epochs=3"), progress=False)
-    # the interrupted run: stop after 5 steps (mid-epoch 2), then resume to the end
-    part = tiny(tmp_path, "part", "train.epochs=3", "train.max_steps=5", "train.checkpoint_every_steps=5")
-    train(part, progress=False)
-    assert load_checkpoint(part.run_dir / "checkpoints" / "last.pt")["step"] == 5
-    resumed = train(tiny(tmp_path, "part", "train.epochs=3"), resume=True, progress=False)
-    assert resumed.steps == full.steps == 3 * (160 // 32)  # data.limit applies to each split
-    a, b = losses(full.run_dir), losses(resumed.run_dir)
-    assert a.keys() == b.keys()
-    for step in a:
-        assert a[step] == pytest.approx(b[step], abs=1e-6), step
-    ck_a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")
-    ck_b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
-    for k, v in ck_a["method"].items():
-        assert torch.allclose(v.float(), ck_b["method"][k].float(), atol=1e-6), k
 
 
 def test_run_directory_contents_and_plain_torch_loading(tmp_path):
@@ -96,3 +79,52 @@ def test_simsiam_trains_and_lowers_its_loss(tmp_path):
     l = [v for _, v in sorted(losses(result.run_dir).items())]
     assert all(-1.0 <= v <= 1.0 for v in l)  # a negative cosine
     assert np.mean(l[-5:]) < np.mean(l[:5]) - 0.02  # slow at this tiny size, but steady
+
+
+KILLER = r"""
+import os, signal, sys
+from tagless.config import load_config
+from tagless.engine import Trainer
+
+cfg = load_config("demo_moco", sys.argv[2:])
+trainer = Trainer(cfg, progress=False)
+inner = trainer.train_step
+
+def step_or_die(batch):
+    if batch.step == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint
+    return inner(batch)
+
+trainer.train_step = step_or_die
+trainer.run()
+"""
+
+
+def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(tmp_path):
+    """checkpoint_every_steps=3 does not divide the 5-step epoch. The run is killed with SIGKILL
+    at step 8 (checkpoints at 3, 5, 6; the next would be 9); --resume continues from step 6 and
+    ends with the losses, weights, queue and optimiser state of the uninterrupted run."""
+    import subprocess
+    import sys
+
+    extra = ["train.epochs=3", "train.checkpoint_every_steps=3", "train.knn_every_epochs=0"]
+    full = Trainer(tiny(tmp_path, "full", *extra), progress=False)
+    full.run()
+    args = [f"out_dir={tmp_path}", "name=part", *TINY, *extra]
+    proc = subprocess.run([sys.executable, "-c", KILLER, "7", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    part_dir = tmp_path / "part"
+    assert load_checkpoint(part_dir / "checkpoints" / "last.pt")["step"] == 6
+    resumed = Trainer(tiny(tmp_path, "part", *extra), resume=True, progress=False)
+    resumed.run()
+    a, b = losses(full.run_dir), losses(part_dir)  # the last value logged for each step
+    assert sorted(a) == sorted(b) == list(range(1, 16))
+    for step in a:
+        assert a[step] == pytest.approx(b[step], abs=1e-6), step
+    sa, sb = full.method.state_dict(), resumed.method.state_dict()
+    for key in sa:
+        assert torch.allclose(sa[key].float(), sb[key].float(), atol=1e-6), key
+    oa, ob = full.optimizers.state_dict()["main"], resumed.optimizers.state_dict()["main"]
+    assert oa["state"].keys() == ob["state"].keys() and len(oa["state"]) > 10
+    for pid in oa["state"]:
+        assert torch.allclose(oa["state"][pid]["momentum_buffer"], ob["state"][pid]["momentum_buffer"], atol=1e-6)
