@@ -72,7 +72,7 @@ class DataInfo:
     def from_arrays(cls, images: np.ndarray, targets: np.ndarray, classes: list[str], label_kind: str,
                     device: torch.device | str = "cpu") -> DataInfo:
         """Facts for uint8 N x H x W x C ``images`` held in memory (tests, notebooks)."""
-        data = torch.as_tensor(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(device)
+        data = torch.as_tensor(np.array(images)).permute(0, 3, 1, 2).to(device)  # a writable copy
         return cls(len(images), list(classes), label_kind, int(images.shape[1]),
                    lambda idx: data[torch.as_tensor(idx, device=data.device)],
                    torch.as_tensor(targets, device=device))
