@@ -6,7 +6,7 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 from tagless.errors import TaglessError
-from tagless.eval import knn_accuracy, knn_predict
+from tagless.eval import knn_accuracy, knn_multilabel_scores, knn_predict
 
 
 def _data(n_bank=400, n_query=150, dim=16, classes=5, seed=0, dtype=torch.float64):
@@ -155,3 +155,84 @@ def test_certified_topk_is_exact(half, n_candidates):
     ref_sims, ref_idx = (queries @ bank.T).topk(20, dim=1)
     torch.testing.assert_close(idx.sort(1).values, ref_idx.sort(1).values)
     torch.testing.assert_close(sims, ref_sims, atol=1e-5, rtol=0)
+
+
+def _multilabel_data(n_bank=60, n_query=25, dim=12, classes=6, seed=10):
+    g = torch.Generator().manual_seed(seed)
+    bank = torch.randn(n_bank, dim, generator=g)
+    queries = torch.randn(n_query, dim, generator=g)
+    targets = torch.randint(-1, 2, (n_bank, classes), generator=g, dtype=torch.int8)  # 1 / 0 / -1
+    targets[:, 4] = -1  # a class no neighbour knows
+    targets[:, 5] = -1
+    targets[:3, 5] = torch.tensor([1, 0, 1], dtype=torch.int8)  # known for three bank rows only
+    return bank, targets, queries
+
+
+def _multilabel_loop(bank, targets, queries, k, temperature):
+    b = bank.double().numpy()
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    y = targets.numpy()
+    out = np.zeros((len(queries), y.shape[1]))
+    for i, q in enumerate(queries.double().numpy()):
+        s = b @ (q / np.linalg.norm(q))
+        nearest = np.argsort(-s, kind="stable")[:k]
+        for c in range(y.shape[1]):
+            pos = known = 0.0
+            for j in nearest:
+                w = np.exp((s[j] - s[nearest[0]]) / temperature)
+                if y[j, c] == 1:
+                    pos += w
+                if y[j, c] != -1:
+                    known += w
+            out[i, c] = pos / known if known > 0 else 0.0
+    return out
+
+
+@pytest.mark.parametrize("k,temperature", [(1, 0.07), (7, 0.07), (20, 0.5), (60, 0.1)])
+def test_multilabel_scores_match_loop(k, temperature):
+    bank, targets, queries = _multilabel_data()
+    assert k <= len(bank)
+    scores = knn_multilabel_scores(bank, targets, queries, k=k, temperature=temperature)
+    assert scores.shape == (len(queries), targets.shape[1]) and scores.dtype == torch.float32
+    ref = _multilabel_loop(bank, targets, queries, k, temperature)
+    np.testing.assert_allclose(scores.double().numpy(), ref, atol=1e-5, rtol=0)
+    assert (scores[:, 4] == 0).all()  # unknown for every neighbour: 0
+    assert ((scores >= 0) & (scores <= 1)).all()
+    if k == len(bank):  # the whole bank: every query sees the three rows that know class 5
+        w = ref[:, 5]
+        assert (w > 0).all() and (w < 1).all()
+    chunked = knn_multilabel_scores(bank, targets, queries, k=k, temperature=temperature, chunk_size=4)
+    torch.testing.assert_close(chunked, scores)
+
+
+def test_multilabel_scores_with_a_single_positive_neighbour():
+    # k=1: the score is the nearest neighbour's label (0 when unknown), whatever T is
+    bank, targets, queries = _multilabel_data(seed=11)
+    scores = knn_multilabel_scores(bank, targets, queries, k=1, temperature=0.01)
+    sims = torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(bank, dim=1).T
+    nearest = targets[sims.argmax(1)].float()
+    torch.testing.assert_close(scores, nearest.clamp_min(0))
+
+
+def test_multilabel_scores_bad_inputs_raise():
+    bank, targets, queries = _multilabel_data()
+    with pytest.raises(TaglessError, match="bank_targets"):
+        knn_multilabel_scores(bank, targets[:, 0], queries)  # not N x C
+    with pytest.raises(TaglessError, match="bank_targets"):
+        knn_multilabel_scores(bank, targets[:-1], queries)  # N does not match the bank
+    with pytest.raises(TaglessError, match="k="):
+        knn_multilabel_scores(bank, targets, queries, k=0)
+    with pytest.raises(TaglessError, match="k="):
+        knn_multilabel_scores(bank, targets, queries, k=len(bank) + 1)
+    with pytest.raises(TaglessError, match="queries"):
+        knn_multilabel_scores(bank, targets, queries[0])
+
+
+@pytest.mark.parametrize("case", ["zero_temperature", "negative_temperature", "dim_mismatch"])
+def test_multilabel_scores_validate_like_knn_predict(case):
+    bank, targets, queries = _multilabel_data()
+    kwargs = {"zero_temperature": {"temperature": 0.0}, "negative_temperature": {"temperature": -0.1}}.get(case, {})
+    if case == "dim_mismatch":
+        queries = queries[:, :5]
+    with pytest.raises(TaglessError):
+        knn_multilabel_scores(bank, targets, queries, k=5, **kwargs)

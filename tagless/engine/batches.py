@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from queue import Queue
+from queue import Full, Queue
 
 import numpy as np
 import torch
@@ -98,19 +98,34 @@ class DeviceData:
 
 
 class Prefetcher:
-    """Runs ``fetch(step)`` for the next steps in a background thread (a few ahead)."""
+    """Runs ``fetch(step)`` for the next steps in a background thread (a few ahead).
+
+    ``close()`` stops the thread when the loop ends early (an error, a NaN), so a long-lived
+    process does not keep a blocked thread and the trainer it references."""
 
     def __init__(self, fetch, steps: range, depth: int = 2):
         self._queue: Queue = Queue(maxsize=depth)
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(fetch, steps), daemon=True)
         self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
 
     def _run(self, fetch, steps):
         for s in steps:
             try:
-                self._queue.put((s, fetch(s), None))
+                item = (s, fetch(s), None)
             except BaseException as e:  # surface the error in the consumer
-                self._queue.put((s, None, e))
+                self._put((s, None, e))
+                return
+            if not self._put(item):
                 return
 
     def get(self):
@@ -118,3 +133,7 @@ class Prefetcher:
         if err is not None:
             raise err
         return s, value
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

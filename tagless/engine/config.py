@@ -50,8 +50,14 @@ class TrainConfig:
     tensorboard: bool = False
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise TaglessError("train.epochs and train.batch_size must be >= 1")
+        for key in ("epochs", "batch_size", "checkpoint_every_steps", "log_every_steps", "knn_k"):
+            if getattr(self, key) < 1:
+                raise TaglessError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("max_steps", "knn_every_epochs", "knn_max_bank", "preload_max_mb"):
+            if getattr(self, key) < 0:
+                raise TaglessError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+        if self.knn_temperature <= 0 or self.grad_clip_norm < 0:
+            raise TaglessError("train.knn_temperature must be > 0 and train.grad_clip_norm >= 0")
         for key in ("amp", "channels_last"):
             if getattr(self, key) not in ("auto", "on", "off", "bf16"):
                 raise TaglessError(f"train.{key}: unexpected value {getattr(self, key)!r}")

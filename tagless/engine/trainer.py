@@ -228,17 +228,37 @@ class Trainer:
         steps = range(self.step, self.total_steps)
         prefetch = Prefetcher(self.fetch, steps) if self.data.resident is None else None
         bar = progress_bar(total=self.total_steps, initial=self.step, enabled=self.progress, desc=f"{cfg.method.name}")
-        t0, images_seen, shown, last_monitor = time.perf_counter(), 0, {}, {}
+        t0 = time.perf_counter()
+        try:
+            shown, last_monitor = self._loop(steps, prefetch, log, bar)
+        finally:  # an error or a NaN stops the loop: stop the prefetch thread, close the files
+            if prefetch is not None:
+                prefetch.close()
+            bar.close()
+            log.close()
+        wall = time.perf_counter() - t0
+        if not last_monitor and self.history:
+            last_monitor = {k: v for k, v in self.history[-1].items() if k not in ("epoch", "loss")}
+        images_seen = (self.step - steps.start) * cfg.train.batch_size
+        return TrainResult(
+            run_dir=self.run_dir, steps=self.step, epochs=self.step // self.steps_per_epoch,
+            final_loss=shown.get("loss", math.nan), knn_top1=last_monitor.get("knn_top1"),
+            images_per_s=images_seen / wall if wall > 0 else 0.0, wall_s=wall, history=self.history,
+            monitor=last_monitor,
+        )
+
+    def _loop(self, steps: range, prefetch: Prefetcher | None, log: MetricsLog, bar) -> tuple[dict, dict]:
+        """The steps; returns the last logged numbers and the last monitor numbers."""
+        cfg = self.cfg
+        shown, last_monitor = {}, {}
         for step in steps:
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
             if in_epoch == 0:
                 self.start_epoch(epoch)
             images, index, target = prefetch.get()[1] if prefetch else self.fetch(step)
-            batch = Batch(images, index, target, step, epoch,
-                          step_generator(cfg.seed, self.rank, step, self.device))
+            batch = Batch(images, index, target, step, epoch, step_generator(cfg.seed, self.rank, step, self.device))
             logs = self.train_step(batch)
             self.step = step + 1
-            images_seen += cfg.train.batch_size
             epoch_end = self.step % self.steps_per_epoch == 0
             last = self.step == self.total_steps
             save = epoch_end or last or self.step % cfg.train.checkpoint_every_steps == 0
@@ -253,17 +273,7 @@ class Trainer:
                 last_monitor = self.end_epoch(log, bar, shown) or last_monitor
             if save:
                 self.save()
-        bar.close()
-        wall = time.perf_counter() - t0
-        if not last_monitor and self.history:
-            last_monitor = {k: v for k, v in self.history[-1].items() if k not in ("epoch", "loss")}
-        log.close()
-        return TrainResult(
-            run_dir=self.run_dir, steps=self.step, epochs=self.step // self.steps_per_epoch,
-            final_loss=shown.get("loss", math.nan), knn_top1=last_monitor.get("knn_top1"),
-            images_per_s=images_seen / wall if wall > 0 else 0.0, wall_s=wall, history=self.history,
-            monitor=last_monitor,
-        )
+        return shown, last_monitor
 
     def end_epoch(self, log: MetricsLog, bar, shown: dict) -> dict:
         """The method's ``epoch_logs`` and, on monitor epochs, the online monitor."""

@@ -340,8 +340,12 @@ def knn_multilabel_scores(
     _check_features("queries", queries)
     if bank_targets.ndim != 2 or bank_targets.shape[0] != bank.shape[0]:
         raise TaglessError(f"bank_targets must be N x C with N = {bank.shape[0]}, got {tuple(bank_targets.shape)}")
+    if bank.shape[1] != queries.shape[1]:
+        raise TaglessError(f"bank dim {bank.shape[1]} != queries dim {queries.shape[1]}")
     if not 1 <= k <= bank.shape[0]:
         raise TaglessError(f"k={k} must be in [1, bank size {bank.shape[0]}]")
+    if temperature <= 0:
+        raise TaglessError(f"temperature must be > 0, got {temperature}")
     bank = F.normalize(bank.float(), dim=1)
     positive = (bank_targets == 1).float()
     known = (bank_targets != -1).float()
