@@ -18,6 +18,7 @@ Prints device, sizes, images/s of each and the ratio. Run:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import tempfile
 import time
@@ -26,6 +27,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
+from torch.overrides import TorchFunctionMode
 
 from tagless.augment import IMAGENET_MEAN, IMAGENET_STD, ViewsConfig, build_views
 from tagless.config import load_config
@@ -109,6 +111,30 @@ def time_trainer(cfg, device: torch.device) -> float:
     return timed * cfg.train.batch_size / (stamps[-1] - stamps[WARMUP_STEPS - 1])
 
 
+class HostReads(TorchFunctionMode):
+    """Counts the reads of tensor values on the host (``item``, ``tolist``, ``float(t)``,
+    ``bool(t)``...): each one waits for the device to finish its queue."""
+
+    NAMES = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.NAMES
+        return func(*args, **(kwargs or {}))
+
+
+def host_reads_per_step(cfg) -> float:
+    """Host reads of tensor values per training step of ``Trainer.run()`` (untimed run)."""
+    cfg = dataclasses.replace(cfg, name="bench-reads")
+    trainer = Trainer(cfg, progress=False)
+    with HostReads() as reads:
+        trainer.run()
+    return reads.count / trainer.step
+
+
 def make_method(cfg, dataset, device: torch.device, views) -> MoCo:
     torch.manual_seed(0)
     backbone = build_backbone(cfg.model.backbone, stem=cfg.model.stem, width=cfg.model.width)
@@ -188,6 +214,7 @@ def main() -> None:
         cfg = bench_config(args, tmp)
         dataset = build_dataset(cfg.data, "train")
         rate_tagless = time_trainer(cfg, device)
+        reads = host_reads_per_step(cfg)
         rate_conv = None if args.skip_conventional else time_conventional(cfg, dataset, args, device, amp)
         views = build_views(ViewsConfig(recipe="two_views", global_size=args.size))
         images = np.ascontiguousarray(dataset.images)
@@ -201,6 +228,8 @@ def main() -> None:
           f"amp={'bf16' if amp else 'off'}")
     print(f"{'pipeline':<48}{'images/s':>10}")
     print(f"{'tagless Trainer (uint8 on device, batched views)':<48}{rate_tagless:>10.1f}")
+    print(f"  host reads of device values (syncs) per step: {reads:.2f} (log every "
+          f"{cfg.train.log_every_steps} steps, epoch of {len(images) // args.batch} steps)")
     if rate_conv:
         print(f"{f'PIL per-image + DataLoader ({args.workers} workers)':<48}{rate_conv:>10.1f}")
         print(f"ratio tagless Trainer / conventional: {rate_tagless / rate_conv:.2f}x")
