@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -232,3 +233,37 @@ def test_trainer_runs_under_two_processes(tmp_path):
     for name, w in a["weights"].items():
         assert torch.allclose(w, b["weights"][name], atol=1e-6), name
     assert (tmp_path / "ddp" / "checkpoints" / "last.pt").is_file()
+
+
+def _epoch_pass_worker(rank, world_size, out_dir):
+    from tagless.engine.epoch import EpochPass
+    from tagless.methods import DataInfo
+
+    images = np.random.default_rng(0).integers(0, 256, (7, 6, 6, 3), dtype=np.uint8)  # 7 rows: shards of 4 and 3
+    data = DataInfo.from_arrays(images, np.arange(7) % 3, ["a", "b", "c"], "single")
+    ctx = EpochPass(2, data, torch.device("cpu"), dict(size=4, crop_fraction=1.0, mean=(0.5,) * 3, std=(0.25,) * 3), 0)
+    index, out = ctx.dataset_pass(lambda x: x.flatten(1)[:, :5], batch_size=2)
+    local_index, _ = ctx.dataset_pass(lambda x: x.mean((1, 2, 3)), gather=False)
+    uneven = dist.gather_uneven(torch.arange(rank * 10, rank * 10 + 3 + 2 * rank, dtype=torch.float32).view(-1, 1))
+    torch.save({"index": index, "out": out, "local": local_index, "uneven": uneven,
+                "sum": ctx.all_reduce_sum(torch.tensor([rank + 1.0]))}, Path(out_dir) / f"e{rank}.pt")
+
+
+def test_epoch_pass_and_uneven_gather_two_processes_equal_one(tmp_path):
+    """The sharded epoch pass over 7 images (4 + 3 rows), gathered in index order, equals the
+    one-process pass; gather_uneven joins shards of different sizes; all_reduce_sum sums."""
+    from tagless.engine.epoch import EpochPass, shard
+    from tagless.methods import DataInfo
+
+    run_in_processes(_epoch_pass_worker, 2, str(tmp_path))
+    images = np.random.default_rng(0).integers(0, 256, (7, 6, 6, 3), dtype=np.uint8)
+    data = DataInfo.from_arrays(images, np.arange(7) % 3, ["a", "b", "c"], "single")
+    ctx = EpochPass(2, data, torch.device("cpu"), dict(size=4, crop_fraction=1.0, mean=(0.5,) * 3, std=(0.25,) * 3), 0)
+    index, out = ctx.dataset_pass(lambda x: x.flatten(1)[:, :5], batch_size=3)
+    assert torch.equal(index, torch.arange(7)) and out.shape == (7, 5)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"e{rank}.pt", weights_only=True)
+        assert torch.equal(got["index"], index) and torch.allclose(got["out"], out, atol=1e-6)
+        assert torch.equal(got["local"], torch.as_tensor(shard(7, rank, 2)))
+        assert got["uneven"].flatten().tolist() == [0.0, 1.0, 2.0, 10.0, 11.0, 12.0, 13.0, 14.0]
+        assert float(got["sum"]) == 3.0

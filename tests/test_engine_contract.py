@@ -160,3 +160,19 @@ def test_resume_mid_epoch_restores_per_image_state(tmp_path):
     assert la.keys() == lb.keys()
     for step in la:
         assert la[step] == pytest.approx(lb[step], abs=1e-6), step
+
+
+def test_epoch_pass_with_chosen_random_views_is_seeded():
+    """``dataset_pass(fn, views=...)`` hands fn the Views of a seeded generator: the same epoch
+    gives the same views, another epoch other views."""
+    from tagless.augment import build_views, two_views
+    from tagless.engine.epoch import EpochPass
+    from tagless.methods import DataInfo
+
+    images = np.random.default_rng(1).integers(0, 256, (10, 12, 12, 3), dtype=np.uint8)
+    data = DataInfo.from_arrays(images, np.zeros(10), ["x"], "single")
+    views = build_views(two_views(global_size=8))
+    settings = dict(size=8, crop_fraction=1.0, mean=(0.5,) * 3, std=(0.25,) * 3)
+    run = lambda epoch: EpochPass(epoch, data, torch.device("cpu"), settings, seed=3).dataset_pass(
+        lambda v: torch.cat([v.crops[0].flatten(1), v.boxes[0]], 1), views=views, batch_size=4)[1]
+    assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
