@@ -4,7 +4,6 @@ concatenated batch (values and gradients)."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,22 +13,12 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from ddp_helpers import run_in_processes
+from run_helpers import fixed_views, make_images
 from tagless import distributed as dist
 from tagless.methods import Batch, MocoConfig, MoCo
 from tagless.models import build_backbone
 
 BATCH = 8
-
-
-def fixed_views(images, generator):
-    """Deterministic views so that 1 and 2 processes see identical inputs."""
-    x = images.float() / 255.0
-    return SimpleNamespace(crops=[x, x.flip(3) * 0.9 + 0.05], kinds=["global", "global"])
-
-
-def make_images():
-    g = torch.Generator().manual_seed(1)
-    return torch.randint(0, 256, (BATCH, 3, 16, 16), dtype=torch.uint8, generator=g)
 
 
 def make_moco(bn_mode: str) -> MoCo:

@@ -5,7 +5,6 @@ processes."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 
 import dummy_method
 from ddp_helpers import run_in_processes
+from run_helpers import records
 from tagless.config import load_config
 from tagless.engine import Trainer
 from tagless.engine.checkpoint import load_checkpoint
@@ -36,11 +36,6 @@ def dummy_registered():
 
 def config(out_dir, name, *extra):
     return load_config("demo_moco", [f"out_dir={out_dir}", f"name={name}", *CFG, *extra])
-
-
-def records(run_dir: Path, split: str) -> list[dict]:
-    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["split"] == split]
 
 
 def snapshot(trainer: Trainer) -> dict:

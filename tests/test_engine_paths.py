@@ -21,7 +21,6 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from tagless.cli import main
-from tagless.config import load_config
 from tagless.data import build_dataset
 from tagless.engine import Trainer, train
 from tagless.engine.batches import DeviceData, Prefetcher
@@ -31,27 +30,7 @@ from tagless.engine.trainer import _NEVER, step_generator
 from tagless.eval.knn import knn_multilabel_scores
 from tagless.eval.features import load_backbone
 from tagless.methods import Batch
-
-TINY = [
-    "data.source=digits", "data.image_size=16", "data.limit=160",
-    "model.width=0.125", "views.global_size=16",
-    "method.queue_size=64", "method.proj_hidden_dim=32", "method.proj_dim=16",
-    "train.batch_size=32", "train.knn_every_epochs=1", "train.log_every_steps=1",
-]
-
-
-def tiny(tmp_path, name, *extra):
-    return load_config("demo_moco", [f"out_dir={tmp_path}", f"name={name}", *TINY, *extra])
-
-
-def rows(run_dir, split):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["split"] == split]
-
-
-def losses(run_dir):
-    return {r["step"]: r["loss"] for r in rows(run_dir, "train")}
-
+from run_helpers import TINY, losses, records as rows, tiny
 
 # ---- 1. `tagless train` from the command line: exit codes 0, 2, 130 -------------------------
 

@@ -4,7 +4,6 @@ load without tagless."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -14,23 +13,7 @@ from tagless.config import load_config
 from tagless.engine import Trainer, train
 from tagless.engine.checkpoint import load_checkpoint
 from tagless.errors import TaglessError
-
-TINY = [
-    "data.source=digits", "data.image_size=16", "data.limit=160",
-    "model.width=0.125", "views.global_size=16",
-    "method.queue_size=64", "method.proj_hidden_dim=32", "method.proj_dim=16",
-    "train.batch_size=32", "train.knn_every_epochs=1", "train.log_every_steps=1",
-]
-
-
-def tiny(tmp_path, name, *extra):
-    return load_config("demo_moco", [f"out_dir={tmp_path}", f"name={name}", *TINY, *extra])
-
-
-def losses(run_dir):
-    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
-
+from run_helpers import TINY, losses, tiny
 
 def test_run_directory_contents_and_plain_torch_loading(tmp_path):
     result = train(tiny(tmp_path, "r", "train.epochs=1"), progress=False)

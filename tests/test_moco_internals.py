@@ -10,7 +10,6 @@ against a loop formula in test_losses_contrastive.py.
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -19,21 +18,11 @@ from tagless.losses import contrastive_accuracy, info_nce
 from tagless.methods import Batch, MocoConfig, MoCo
 from tagless.methods.common import KeyQueue
 from tagless.models import build_backbone
+from run_helpers import fixed_views, make_images
 
 N = 8
 M = 0.9
 T = 0.2
-
-
-def fixed_views(images, generator):
-    """Deterministic, different views: x1 and x2 are known to the test."""
-    x = images.float() / 255.0
-    return SimpleNamespace(crops=[x, x.flip(3) * 0.9 + 0.05], kinds=["global", "global"])
-
-
-def make_images():
-    g = torch.Generator().manual_seed(1)
-    return torch.randint(0, 256, (N, 3, 16, 16), dtype=torch.uint8, generator=g)
 
 
 def make_moco(symmetric: bool = False) -> MoCo:
