@@ -81,8 +81,6 @@ def test_critic_optimiser_alone_moves_the_critic(tmp_path):
     term sends no gradient into the critic (parameters detached)."""
     trainer = Trainer(config(tmp_path, "c", "train.epochs=1", "train.knn_every_epochs=0"), progress=False)
     m = trainer.method
-    trainer._step_on_device, trainer._first_bad = torch.tensor(0), torch.tensor(2**62)
-    trainer._never = torch.tensor(2**62)
     trainer.start_epoch(0)
     images, index, target = trainer.fetch(0)
     from tagless.methods import Batch

@@ -26,7 +26,7 @@ from tagless.engine import Trainer, train
 from tagless.engine.batches import DeviceData, Prefetcher
 from tagless.engine.checkpoint import load_checkpoint
 from tagless.engine.features import extract_features
-from tagless.engine.trainer import _NEVER, step_generator
+from tagless.engine.trainer import step_generator
 from tagless.eval.knn import knn_multilabel_scores
 from tagless.eval.features import load_backbone
 from tagless.methods import Batch
@@ -202,10 +202,6 @@ PLAIN_SGD = ["optim.momentum=0", "optim.weight_decay=0", "optim.warmup_epochs=0"
 def _one_step_delta(cfg):
     """(actual parameter change, hand-computed gradient list, lr) of the first train_step."""
     trainer = Trainer(cfg, progress=False)
-    # the on-device finite-loss record run() sets up
-    trainer._step_on_device = torch.tensor(0, device=trainer.device)
-    trainer._first_bad = torch.tensor(_NEVER, device=trainer.device)
-    trainer._never = torch.tensor(_NEVER, device=trainer.device)
     images, index, target = trainer.fetch(0)
     batch = lambda: Batch(images, index, target, 0, 0, step_generator(cfg.seed, 0, 0, trainer.device))
     groups = trainer.optimizers.optimizers["main"].param_groups

@@ -123,6 +123,10 @@ class Trainer:
         self.step = 0
         self.history: list[dict] = []
         self._perm_epoch, self._perm = -1, None
+        # The first step with a non-finite loss, recorded on the device (read on log steps).
+        self._never = torch.tensor(_NEVER, device=self.device)
+        self._first_bad = self._never.clone()
+        self._step_on_device = torch.zeros((), dtype=torch.long, device=self.device)
 
     def _channels_last(self) -> bool:
         mode = self.cfg.train.channels_last
@@ -221,9 +225,7 @@ class Trainer:
             (self.run_dir / "run_info.json").write_text(json.dumps(run_info(self.device, self.world), indent=2))
         if self.resume:
             self.load()
-        self._step_on_device = torch.tensor(self.step, device=self.device)
-        self._first_bad = torch.tensor(_NEVER, device=self.device)
-        self._never = torch.tensor(_NEVER, device=self.device)
+        self._step_on_device.fill_(self.step)
         log = MetricsLog(self.run_dir, enabled=dist.is_main(), tensorboard=cfg.train.tensorboard)
         steps = range(self.step, self.total_steps)
         prefetch = Prefetcher(self.fetch, steps) if self.data.resident is None else None
