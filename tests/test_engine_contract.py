@@ -169,3 +169,39 @@ def test_epoch_pass_with_chosen_random_views_is_seeded():
     run = lambda epoch: EpochPass(epoch, data, torch.device("cpu"), settings, seed=3).dataset_pass(
         lambda v: torch.cat([v.crops[0].flatten(1), v.boxes[0]], 1), views=views, batch_size=4)[1]
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+
+
+def test_monitor_uses_the_methods_own_classifier_on_multilabel_data():
+    """For multi-label data the monitor's mAP@class comes from ``class_scores`` when the method
+    has it (in eval mode, on the eval view), else from kNN scores of the backbone."""
+    from tagless.augment import eval_view
+    from tagless.engine.monitor import monitor
+    from tagless.data import build_dataset
+    from sklearn.metrics import average_precision_score
+
+    cfg = load_config("demo_moco", ["data.source=digit_scenes", "data.scene_count=120", "data.image_size=16",
+                                    "views.global_size=16", "model.width=0.125"])
+    train_set, test_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "test")
+
+    class WithClassifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 8))
+            self.classifier = torch.nn.Linear(3 * 16 * 16, 10)
+            self.dropout = torch.nn.Dropout(0.9)  # eval mode must switch it off
+
+        def class_scores(self, x):
+            return self.classifier(self.dropout(x.flatten(1)))
+
+    method = WithClassifier()
+    got = monitor(method, train_set, test_set, cfg, torch.device("cpu"))
+    with torch.no_grad():
+        x = eval_view(torch.as_tensor(test_set.images).permute(0, 3, 1, 2), 16)
+        scores = method.classifier(x.flatten(1)).numpy()
+    y = np.asarray(test_set.targets)
+    aps = [average_precision_score(y[:, c] == 1, scores[:, c]) for c in range(10) if (y[:, c] == 1).any()]
+    assert got["map_class"] == pytest.approx(100 * np.mean(aps), abs=1e-6)
+    assert "knn_top1" not in got and method.training  # the mode is restored
+    del WithClassifier.class_scores  # without a classifier: kNN scores of the backbone
+    assert monitor(method, train_set, test_set, cfg, torch.device("cpu"))["map_class"] != got["map_class"]
