@@ -205,3 +205,21 @@ def test_monitor_uses_the_methods_own_classifier_on_multilabel_data():
     assert "knn_top1" not in got and method.training  # the mode is restored
     del WithClassifier.class_scores  # without a classifier: kNN scores of the backbone
     assert monitor(method, train_set, test_set, cfg, torch.device("cpu"))["map_class"] != got["map_class"]
+
+
+@pytest.mark.parametrize("name", ["moco", "simsiam", "dummy"])
+def test_every_registered_method_follows_the_contract(name, tmp_path):
+    """Each METHODS entry builds from its config section, satisfies the Method protocol, and
+    runs one step forward and backward with finite loss and gradients."""
+    from tagless.methods import METHODS, Batch, Method
+
+    trainer = Trainer(config(tmp_path, name, f"method.name={name}", "train.knn_every_epochs=0"), progress=False)
+    assert isinstance(trainer.method, Method) and isinstance(trainer.method, METHODS[name])
+    assert type(trainer.cfg.method) is METHODS[name].Config
+    trainer.start_epoch(0)
+    images, index, target = trainer.fetch(0)
+    logs = trainer.train_step(Batch(images, index, target, 0, 0, torch.Generator().manual_seed(0)))
+    assert torch.isfinite(logs["loss"])
+    grads = [p.grad for g in trainer.optimizers.optimizers["main"].param_groups for p in g["params"]]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(g is None or torch.isfinite(g).all() for g in grads)

@@ -102,12 +102,18 @@ class EpochContext(Protocol):
     world_size: int
     data: DataInfo
 
+    def indices(self) -> np.ndarray:
+        """The dataset indices this rank covers in ``dataset_pass`` (a contiguous block)."""
+
     def dataset_pass(self, fn: Callable, views: Callable | None = None, batch_size: int = 512,
-                     gather: bool = True) -> tuple[torch.Tensor, Any]: ...
+                     gather: bool = True) -> tuple[torch.Tensor, Any]:
+        """``fn`` over every training image without gradients; see engine/epoch.py."""
 
-    def gather(self, x: torch.Tensor) -> torch.Tensor: ...
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of every rank in rank order (shards of any size)."""
 
-    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor: ...
+    def all_reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks."""
 
 
 @runtime_checkable
@@ -118,9 +124,14 @@ class Method(Protocol):
 
     backbone: nn.Module
 
-    def step(self, batch: Batch) -> tuple[torch.Tensor, dict]: ...
+    def step(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+        """(loss, logs): logs are scalars (tensors are read only on log steps)."""
 
-    def param_groups(self) -> list[dict]: ...
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+        """``return self.step(batch)``: DDP calls ``forward``."""
+
+    def param_groups(self) -> list[dict]:
+        """The main optimiser's parameter groups."""
 
 
 class MethodHooks(Protocol):
