@@ -1,4 +1,4 @@
-"""The ``tagless`` command: demo, train, eval, report (labels and compare arrive with their issues)."""
+"""The ``tagless`` command: demo, train, eval, labels, report (compare arrives with its issue)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,12 @@ def _cmd_report(args) -> dict:
     return result
 
 
+def _cmd_labels(args) -> dict:
+    from tagless.labels import export_labels
+
+    return export_labels(args.run_dir, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tagless", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -87,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--embed", action="store_true", help="embed the PNGs in the HTML (one file to share)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("labels", help="write a self-labelling run's labels as index,path,head_0,... CSV and score them")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default=None, help="CSV path (default RUN_DIR/labels.csv)")
+    p.set_defaults(func=_cmd_labels)
 
     from tagless.eval.commands import add_eval_parser
 

@@ -28,8 +28,8 @@ class EpochPass:
     """The :class:`~tagless.methods.contract.EpochContext` of one epoch."""
 
     def __init__(self, epoch: int, data: DataInfo, device: torch.device, eval_settings: dict, seed: int,
-                 amp: bool = False):
-        self.epoch, self.data, self.device = epoch, data, device
+                 amp: bool = False, epochs: int = 0):
+        self.epoch, self.epochs, self.data, self.device = epoch, epochs, data, device
         self.rank, self.world_size = dist.rank(), dist.world_size()
         self._eval, self._seed, self._amp = eval_settings, seed, amp
 

@@ -100,7 +100,7 @@ class Trainer:
             raise TaglessError(str(e)) from None
         self.data = DeviceData(self.train_set.images, self.train_set.targets, self.device, cfg.train.preload_max_mb)
         self.data_info = DataInfo(len(self.train_set), list(self.train_set.classes), self.train_set.label_kind,
-                                  cfg.data.image_size, self.data.read, self.data.targets)
+                                  cfg.data.image_size, self.data.read, self.data.targets, self.train_set.paths)
         torch.manual_seed(cfg.seed)  # initialisation
         self.backbone = build_backbone_from_config(cfg.model)
         self.views = build_views(cfg.views)
@@ -215,7 +215,7 @@ class Trainer:
             return
         views = self.cfg.views
         settings = dict(size=views.global_size, crop_fraction=views.eval_crop_fraction, mean=views.mean, std=views.std)
-        fn(epoch, EpochPass(epoch, self.data_info, self.device, settings, self.cfg.seed, self.amp))
+        fn(epoch, EpochPass(epoch, self.data_info, self.device, settings, self.cfg.seed, self.amp, self.cfg.train.epochs))
 
     def run(self) -> TrainResult:
         cfg = self.cfg

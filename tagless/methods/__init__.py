@@ -11,9 +11,10 @@ import torch.nn as nn
 from tagless.methods.config import MethodConfig
 from tagless.methods.contract import Batch, DataInfo, EpochContext, Method, OptimizerSpec, hook
 from tagless.methods.moco import MoCo, MocoConfig
+from tagless.methods.sela import SeLa, SelaConfig
 from tagless.methods.simsiam import SimSiam, SimSiamConfig
 
-METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "simsiam": SimSiam}
+METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "simsiam": SimSiam, "sela": SeLa}
 
 
 def build_method(cfg: MethodConfig, backbone: nn.Module, views, data: DataInfo, seed: int = 0) -> nn.Module:
@@ -27,4 +28,4 @@ def build_method(cfg: MethodConfig, backbone: nn.Module, views, data: DataInfo, 
 
 
 __all__ = ["METHODS", "Batch", "DataInfo", "EpochContext", "Method", "MethodConfig", "MoCo", "MocoConfig",
-           "OptimizerSpec", "SimSiam", "SimSiamConfig", "build_method", "hook"]
+           "OptimizerSpec", "SeLa", "SelaConfig", "SimSiam", "SimSiamConfig", "build_method", "hook"]

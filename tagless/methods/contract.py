@@ -54,7 +54,8 @@ class DataInfo:
     """Facts about the training data, given to a method at construction.
 
     ``read(indices)`` returns those training images as uint8 B x C x H x W on the device;
-    ``targets`` holds every stored label (as ``Batch.target``, on the device).
+    ``targets`` holds every stored label (as ``Batch.target``, on the device); ``paths`` the
+    image files, when the source has files.
     """
 
     num_images: int
@@ -63,6 +64,7 @@ class DataInfo:
     image_size: int
     read: Callable[[Any], torch.Tensor]
     targets: torch.Tensor
+    paths: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -97,6 +99,7 @@ class EpochContext(Protocol):
     """What ``on_epoch_start`` gets: dataset-wide passes and collectives (see engine/epoch.py)."""
 
     epoch: int
+    epochs: int  # of the whole run (label-update schedules are fractions of it)
     device: torch.device
     rank: int
     world_size: int

@@ -60,6 +60,10 @@ def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k
         elif ds_te.label_kind in ("multi", "partial", "single_positive"):
             section, rows = _multi_label(x_tr, y_tr, x_te, y_te, list(ds_te.classes), out_dir, dev)
             sections.append(section)
+    if ckpt.is_file():
+        from tagless.labels import cluster_sections
+
+        sections += cluster_sections(run_dir, report_dir(run_dir))
     path = write_report(run_dir, sections, embed=embed)
     (run_dir / "results.json").write_text(json.dumps({"evaluations": rows}, indent=2, default=float))
     return {"report": str(path), "results": rows}

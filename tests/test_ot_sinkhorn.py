@@ -1,0 +1,172 @@
+"""Sinkhorn-Knopp against POT's ``ot.sinkhorn`` (M = -log P, reg = 1 / lambda), SwAV's
+per-batch formula written out, and the equipartition it promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddp_helpers import run_in_processes
+from tagless.errors import TaglessError
+from tagless.ot import sinkhorn
+
+ot = pytest.importorskip("ot")
+
+
+def problem(n, k, scale=2.0, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, k, generator=g, dtype=torch.float64).mul(scale).to(dtype)
+
+
+def pot_plan(logits, lam, a=None, b=None):
+    n, k = logits.shape
+    p = torch.softmax(logits.double(), 1).numpy()
+    a = np.full(n, 1 / n) if a is None else a / a.sum()
+    b = np.full(k, 1 / k) if b is None else b / b.sum()
+    return ot.sinkhorn(a, b, -np.log(p), reg=1 / lam, numItermax=200000, stopThr=1e-15)
+
+
+@pytest.mark.parametrize("n, k, lam", [(60, 6, 5.0), (53, 7, 10.0), (40, 40, 2.0)])
+def test_plan_equals_pot(n, k, lam):
+    """Uniform marginals, N divisible by K or not: the plan within 1e-6 relative of POT's."""
+    logits = problem(n, k)
+    res = sinkhorn(logits, lam=lam, output="plan", tol=1e-13, max_iters=100000)
+    ref = pot_plan(logits, lam)
+    assert res.converged
+    np.testing.assert_allclose(res.probs.numpy(), ref, rtol=1e-6, atol=1e-6 * ref.max())
+    assert torch.equal(res.labels, torch.as_tensor(ref.argmax(1)))
+
+
+def test_plan_equals_pot_with_non_uniform_marginals():
+    logits = problem(45, 5, seed=1)
+    a = np.random.default_rng(0).uniform(0.5, 2.0, 45)
+    b = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
+    res = sinkhorn(logits, lam=8.0, row_marginals=torch.as_tensor(a), col_marginals=torch.as_tensor(b),
+                   output="plan", tol=1e-13, max_iters=100000)
+    ref = pot_plan(logits, 8.0, a, b)
+    np.testing.assert_allclose(res.probs.numpy(), ref, rtol=1e-6, atol=1e-6 * ref.max())
+    np.testing.assert_allclose(res.probs.sum(1).numpy(), a / a.sum(), rtol=1e-10)
+    np.testing.assert_allclose(res.probs.sum(0).numpy(), b, rtol=1e-6)
+
+
+def test_equipartition_after_convergence_n_not_divisible_by_k():
+    """1003 rows, 10 clusters, lambda 25: the plan's column sums are 1/K within tol and the
+    hard labels split the rows into near-equal groups (the transport problem's rounding)."""
+    logits = problem(1003, 10, scale=3.0, seed=2)
+    res = sinkhorn(logits, lam=25.0, output="plan", tol=1e-8, max_iters=20000)
+    assert res.converged and res.error <= 1e-8
+    np.testing.assert_allclose(res.probs.sum(0).numpy(), np.full(10, 0.1), atol=1e-8)
+    np.testing.assert_allclose(res.probs.sum(1).numpy(), np.full(1003, 1 / 1003), rtol=1e-10)
+    counts = torch.bincount(res.labels, minlength=10)
+    assert counts.min() >= 0.9 * 100.3 and counts.max() <= 1.1 * 100.3
+    # without the constraint, argmax of the logits is far from balanced on a skewed problem
+    skew = logits.clone()
+    skew[:, 0] += 3
+    assert torch.bincount(skew.argmax(1), minlength=10).max() > 300
+    assert torch.bincount(sinkhorn(skew, lam=25.0, tol=1e-8, max_iters=20000).labels, minlength=10).max() < 130
+
+
+def test_bf16_storage_gives_the_fp64_argmax_up_to_ties():
+    """The kernel stored in bf16 (sums in fp64) against fp64 throughout. NOTE: bf16 *logits*
+    are another problem: lambda = 25 turns their rounding (2^-8 relative) into factors of
+    exp(25 * 2^-8 * |l|) on P^lambda, so compute logits in fp32 and store the kernel in bf16."""
+    logits = problem(2000, 16, scale=2.0, seed=3)
+    exact = sinkhorn(logits, lam=25.0, tol=1e-9, max_iters=5000, output="probs")
+    low = sinkhorn(logits.float(), lam=25.0, tol=1e-6, max_iters=5000, storage_dtype=torch.bfloat16)
+    differ = (exact.labels != low.labels).nonzero().flatten()
+    # rows that differ must be near ties in the exact plan (bf16 stores 8 bits of mantissa)
+    top2 = exact.probs.topk(2, dim=1).values
+    gap = (top2[:, 0] - top2[:, 1]) / top2[:, 0]
+    assert len(differ) <= 0.01 * len(logits)
+    assert (gap[differ] < 0.02).all()
+
+
+def test_column_nobody_predicts_still_gets_its_share():
+    """With lambda 25 and a column 40 logits below the others, P^lambda underflows even in
+    fp64 (exp(-1000)); the per-column shift keeps it, so the equipartition still holds."""
+    logits = problem(200, 5, scale=0.5, seed=4)
+    logits[:, 2] -= 40
+    res = sinkhorn(logits, lam=25.0, output="plan", tol=1e-9, max_iters=20000)
+    assert res.converged
+    np.testing.assert_allclose(res.probs.sum(0).numpy(), np.full(5, 0.2), atol=1e-9)
+    assert (res.labels == 2).sum() >= 35
+    # a column of -inf everywhere can hold nothing: its mass goes to the others
+    logits[:, 4] = -torch.inf
+    res = sinkhorn(logits, lam=25.0, output="plan", tol=1e-9, max_iters=20000)
+    assert float(res.probs[:, 4].sum()) == 0 and not (res.labels == 4).any()
+    np.testing.assert_allclose(res.probs.sum(0).numpy()[:4], np.full(4, 0.25), atol=1e-9)
+
+
+def test_warm_start_and_inplace():
+    logits = problem(500, 12, seed=5)
+    cold = sinkhorn(logits, lam=25.0, tol=1e-10, max_iters=20000, output="probs")
+    warm = sinkhorn(logits + 0.01, lam=25.0, tol=1e-10, max_iters=20000, beta=cold.beta, output="probs")
+    fresh = sinkhorn(logits + 0.01, lam=25.0, tol=1e-10, max_iters=20000, output="probs")
+    assert warm.iterations < fresh.iterations / 2
+    assert torch.allclose(warm.probs, fresh.probs, atol=1e-7)
+    mine = logits.clone()
+    res = sinkhorn(mine, lam=25.0, tol=1e-10, max_iters=20000, output="probs", inplace=True)
+    assert res.probs is mine and torch.allclose(mine, cold.probs, atol=1e-12)
+
+
+def swav_codes(scores, eps=0.05, iters=3):
+    """SwAV's distributed_sinkhorn (Caron et al. 2020, Algorithm 1 / official code), one process,
+    written out: Q = exp(scores / eps)^T, normalised; per iteration rows (prototypes) then
+    columns (samples); returns (Q * B)^T."""
+    q = torch.exp(scores.double() / eps).T
+    q /= q.sum()
+    k, b = q.shape
+    for _ in range(iters):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= b
+    return (q * b).T
+
+
+def test_swav_per_batch_codes():
+    scores = torch.nn.functional.normalize(problem(64, 30, seed=6).float(), dim=1) * 0.9
+    ref = swav_codes(scores)
+    res = sinkhorn(scores, lam=1 / 0.05, max_iters=3, tol=0.0, output="probs")
+    assert res.iterations == 3 and not res.converged
+    assert torch.allclose(res.probs.double(), ref, atol=1e-6)
+    assert not torch.allclose(sinkhorn(scores, lam=20.0, max_iters=2, tol=0.0, output="probs").probs.double(), ref,
+                              atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(output="nope"), "output"),
+    (dict(lam=0.0), "lam"),
+    (dict(col_marginals=torch.ones(3)), "col_marginals"),
+    (dict(row_marginals=-torch.ones(20)), "row_marginals"),
+    (dict(beta=torch.ones(2)), "beta"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(TaglessError, match=message):
+        sinkhorn(problem(20, 4), **kwargs)
+    with pytest.raises(TaglessError, match="NaN"):
+        sinkhorn(torch.full((3, 2), float("nan")))
+
+
+def _sharded_worker(rank, world_size, out_dir):
+    logits = problem(101, 9, scale=2.5, seed=7)
+    rows = [slice(0, 30), slice(30, 101)][rank]  # uneven shards
+    marg = torch.linspace(1, 2, 101, dtype=torch.float64)
+    res = sinkhorn(logits[rows], lam=25.0, tol=1e-10, max_iters=20000, output="plan",
+                   row_marginals=marg[rows], col_marginals=torch.arange(1.0, 10.0))
+    torch.save({"labels": res.labels, "plan": res.probs, "beta": res.beta, "iters": torch.tensor(res.iterations)},
+               Path(out_dir) / f"s{rank}.pt")
+
+
+def test_two_processes_with_uneven_rows_equal_one(tmp_path):
+    run_in_processes(_sharded_worker, 2, str(tmp_path))
+    logits = problem(101, 9, scale=2.5, seed=7)
+    one = sinkhorn(logits, lam=25.0, tol=1e-10, max_iters=20000, output="plan",
+                   row_marginals=torch.linspace(1, 2, 101, dtype=torch.float64), col_marginals=torch.arange(1.0, 10.0))
+    parts = [torch.load(tmp_path / f"s{r}.pt", weights_only=True) for r in range(2)]
+    assert torch.equal(torch.cat([p["labels"] for p in parts]), one.labels)
+    assert torch.allclose(torch.cat([p["plan"] for p in parts]), one.probs, rtol=1e-9, atol=1e-15)
+    assert all(torch.allclose(p["beta"], one.beta) and int(p["iters"]) == one.iterations for p in parts)

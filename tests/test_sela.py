@@ -1,0 +1,218 @@
+"""SeLa (paper 002): the label-update schedule, the loss, the self-labelling step against an
+independent Sinkhorn of the same logits, the K-means / random / prior / transfer switches, the
+labels CSV, resume, and 2 processes against 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddp_helpers import run_in_processes
+from tagless.augment import build_views, eval_view, two_views
+from tagless.config import load_config
+from tagless.engine import Trainer
+from tagless.engine.epoch import EpochPass
+from tagless.errors import TaglessError
+from tagless.methods import Batch, DataInfo, SeLa, SelaConfig
+from tagless.methods.sela import update_epochs
+from tagless.methods.sela_labels import read_labels_csv, write_labels_csv
+from tagless.models import build_backbone
+from tagless.ot import sinkhorn
+from run_helpers import records
+
+SETTINGS = dict(size=8, crop_fraction=1.0, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def test_schedule_against_the_papers_formula():
+    """t_i = (i / (M - 1))^2 x epochs, i = 0..M-1 (appendix A.1), as epochs; t = epochs dropped."""
+    assert update_epochs(5, 100) == [0, 6, 25, 56]  # 0, 6.25, 25, 56.25, (100)
+    for m, epochs in ((10, 30), (30, 30), (100, 400), (400, 400)):
+        expected = sorted({int(np.floor((i / (m - 1)) ** 2 * epochs)) for i in range(m)} - {epochs})
+        assert update_epochs(m, epochs) == expected
+    assert update_epochs(1, 10) == [0] and update_epochs(0, 10) == []
+    assert len(update_epochs(400, 400)) < 400  # early updates share epochs
+
+
+def tiny_sela(n=40, heads=(4, 3), seed=0, **cfg):
+    images = np.random.default_rng(seed).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    data = DataInfo.from_arrays(images, np.arange(n) % 4, list("abcd"), "single")
+    torch.manual_seed(seed)
+    backbone = build_backbone("resnet18", stem="cifar", width=0.125)
+    method = SeLa(backbone, build_views(two_views(global_size=8, flip_p=0.0)), SelaConfig(head_clusters=list(heads), **cfg),
+                  data, seed=seed)
+    return method, data
+
+
+def test_initial_labels_are_balanced_and_loss_is_the_mean_over_heads_and_views():
+    method, data = tiny_sela()
+    for h, k in enumerate((4, 3)):
+        counts = torch.bincount(method.labels[h], minlength=k)
+        assert counts.max() - counts.min() <= 1  # i mod K, permuted
+    index = torch.tensor([3, 7, 11, 20])
+    batch = Batch(data.read(index), index, data.targets[index], 0, 0, torch.Generator().manual_seed(1))
+    method.eval()  # BN statistics fixed, so the recomputation below sees the same network
+    loss, logs = method.step(batch)
+    crops = method.views(batch.images, torch.Generator().manual_seed(1)).crops
+    feats = method.trunk(torch.cat(crops))
+    expected = np.mean([F.cross_entropy(head(feats), method.labels[h, index].repeat(2)).item()
+                        for h, head in enumerate(method.heads.heads)])
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def _pass(method, data, epoch=0, epochs=10):
+    return EpochPass(epoch, data, torch.device("cpu"), SETTINGS, seed=0, epochs=epochs)
+
+
+def test_relabelling_equals_sinkhorn_of_the_heads_on_eval_features():
+    method, data = tiny_sela(n=60, heads=(5, 3), lam=10.0, sinkhorn_tol=1e-10, sinkhorn_max_iters=10000)
+    method.train()
+    method.on_epoch_start(0, _pass(method, data))
+    assert method.training  # the mode is restored
+    with torch.no_grad():
+        method.eval()
+        feats = method.trunk(eval_view(data.read(np.arange(60)), **SETTINGS))
+        for h, head in enumerate(method.heads.heads):
+            ref = sinkhorn(head(feats).double(), lam=10.0, tol=1e-10, max_iters=10000, output="probs")
+            assert torch.equal(method.labels[h], ref.labels)
+            counts = torch.bincount(method.labels[h], minlength=head.out_features)
+            assert counts.min() >= 0.5 * 60 / head.out_features  # near-equipartition of the hard labels
+        ref0 = sinkhorn(method.heads.heads[0](feats).double(), lam=10.0, tol=1e-10, max_iters=10000, output="probs")
+        assert torch.allclose(method.confidence.double(), ref0.probs.gather(1, ref0.labels[:, None]).squeeze(1), atol=1e-6)
+    logs = method.epoch_logs()
+    assert logs["label_update_epoch"] == 0 and 0 <= logs["labels_changed"] <= 1
+    assert method.pseudo_labels().shape == (60, 2)
+    before = method.labels.clone()
+    method.cfg.label_updates = 2  # t = 0 and 10 = the end of a 10-epoch run: epoch 0 only
+    method.on_epoch_start(5, _pass(method, data, 5, epochs=10))
+    assert method.epoch_logs() == {} and torch.equal(method.labels, before)
+
+
+def test_kmeans_and_random_labellers():
+    from tagless.methods.sela_labels import kmeans_labels
+
+    method, data = tiny_sela(n=50, heads=(4,), labeller="kmeans")
+    method.on_epoch_start(0, _pass(method, data))
+    with torch.no_grad():
+        method.eval()
+        feats = method.trunk(eval_view(data.read(np.arange(50)), **SETTINGS))
+    labels, _ = kmeans_labels(feats, 4, seed=0)
+    assert torch.equal(method.labels[0], labels)
+    rnd, data = tiny_sela(n=50, heads=(4,), labeller="random")
+    start = rnd.labels.clone()
+    rnd.on_epoch_start(0, _pass(rnd, data))
+    assert torch.equal(rnd.labels, start)
+
+
+def test_zipf_prior_shapes_the_cluster_sizes():
+    """With lambda 25 the hard labels follow the zipf marginals (a small lambda makes the plan
+    so soft that its argmax no longer does)."""
+    method, data = tiny_sela(n=300, heads=(5,), prior="zipf", prior_param=1.0, lam=25.0, sinkhorn_tol=1e-9,
+                             sinkhorn_max_iters=20000)
+    method.on_epoch_start(0, _pass(method, data))
+    sizes = np.sort(np.bincount(method.labels[0].numpy(), minlength=5))[::-1]
+    zipf = 300 * (1 / np.arange(1, 6)) / (1 / np.arange(1, 6)).sum()  # 131, 66, 44, 33, 26
+    assert np.abs(sizes - zipf).max() < 0.25 * zipf.max()
+    assert sizes[0] > 2 * sizes[-1]
+
+
+def test_labels_csv_round_trip_and_errors(tmp_path):
+    labels = np.array([[0, 1, 2, 0], [1, 1, 0, 0]])
+    path = write_labels_csv(tmp_path / "l.csv", labels, ["a/x.png", "a/y.png", "b/z.png", "b/w.png"])
+    assert path.read_text().splitlines()[:2] == ["index,path,head_0,head_1", "0,a/x.png,0,1"]
+    np.testing.assert_array_equal(read_labels_csv(path, 4, [3, 2]), labels)
+    np.testing.assert_array_equal(read_labels_csv(path, 4, [3]), labels[:1])
+    with pytest.raises(TaglessError, match="2 head columns, the method needs 3"):
+        read_labels_csv(path, 4, [3, 2, 2])
+    with pytest.raises(TaglessError, match="head_0 label 2 outside 0..1"):
+        read_labels_csv(path, 4, [2, 2])
+    with pytest.raises(TaglessError, match="index 3 outside"):
+        read_labels_csv(path, 3, [3, 2])
+    with pytest.raises(TaglessError, match="no labels for 1 of 5"):
+        read_labels_csv(path, 5, [3, 2])
+    with pytest.raises(TaglessError, match="'a/x.png' in the CSV but"):
+        read_labels_csv(path, 4, [3, 2], paths=["q.png", "y.png", "z.png", "w.png"])
+    (tmp_path / "bad.csv").write_text("index,path,head_0\n0,,x\n")
+    with pytest.raises(TaglessError, match="bad.csv:2"):
+        read_labels_csv(tmp_path / "bad.csv", 1, [2])
+
+
+TINY = ["data.source=digits", "data.image_size=8", "data.limit=96", "model.width=0.125", "views.global_size=8",
+        "train.batch_size=16", "train.log_every_steps=1", "method.head_clusters=[10,6]", "method.label_updates=3",
+        "train.knn_every_epochs=1"]
+
+
+def sela_config(tmp_path, name, *extra):
+    return load_config("sela_digits", [f"out_dir={tmp_path}", f"name={name}", *TINY, *extra])
+
+
+def test_training_labels_command_and_transfer(tmp_path, capsys):
+    """A run logs pseudo-label NMI after re-labelling; `tagless labels RUN --json` writes the
+    CSV and its NMI equals scikit-learn's; training from that CSV keeps its labels."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from tagless.cli import main
+
+    cfg = sela_config(tmp_path, "run", "train.epochs=3")
+    trainer = Trainer(cfg, progress=False)
+    result = trainer.run()
+    evals = records(result.run_dir, "eval")
+    assert all("pseudo_nmi" in r for r in evals) and "label_update_epoch" in evals[0]
+    assert main(["labels", str(result.run_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    csv_path = Path(out["file"])
+    rows = [l.split(",") for l in csv_path.read_text().splitlines()]
+    assert rows[0] == ["index", "path", "head_0", "head_1"] and len(rows) == 97 and rows[1][1] == ""
+    head0 = np.array([int(r[2]) for r in rows[1:]])
+    truth = trainer.train_set.targets
+    assert out["heads"][0]["nmi"] == pytest.approx(100 * normalized_mutual_info_score(truth, head0), abs=1e-6)
+    assert evals[-1]["pseudo_nmi"] == pytest.approx(out["heads"][0]["nmi"], abs=1e-6)
+    transfer = sela_config(tmp_path, "transfer", "train.epochs=2", f"method.labels_csv={csv_path}",
+                           "method.label_updates=0")
+    t2 = Trainer(transfer, progress=False)
+    t2.run()
+    assert torch.equal(t2.method.labels, trainer.method.labels)
+
+
+def test_labels_command_refuses_runs_without_labels(tmp_path):
+    from run_helpers import tiny
+
+    from tagless.engine import train
+    from tagless.labels import export_labels
+
+    result = train(tiny(tmp_path, "moco", "train.epochs=1", "train.knn_every_epochs=0"), progress=False)
+    with pytest.raises(TaglessError, match="keeps no per-image labels"):
+        export_labels(result.run_dir)
+
+
+def test_resume_restores_the_pseudo_labels(tmp_path):
+    extra = ["train.epochs=3", "train.knn_every_epochs=0", "train.checkpoint_every_steps=4"]
+    full = Trainer(sela_config(tmp_path, "full", *extra), progress=False)
+    full.run()
+    Trainer(sela_config(tmp_path, "part", *extra, "train.max_steps=8"), progress=False).run()  # stops mid epoch 2
+    resumed = Trainer(sela_config(tmp_path, "part", *extra), resume=True, progress=False)
+    resumed.run()
+    for key in ("labels", "confidence", "beta"):
+        assert torch.allclose(full.method.state_dict()[key].double(), resumed.method.state_dict()[key].double()), key
+
+
+def _ddp_relabel(rank, world_size, out_dir):
+    method, data = tiny_sela(n=37, heads=(5, 3), lam=10.0, sinkhorn_tol=1e-10, sinkhorn_max_iters=10000)
+    method.on_epoch_start(0, _pass(method, data))
+    torch.save({"labels": method.labels, "confidence": method.confidence}, Path(out_dir) / f"r{rank}.pt")
+
+
+def test_relabelling_two_processes_equal_one(tmp_path):
+    """37 images sharded 19 + 18: the distributed Sinkhorn and the gathers give every rank the
+    labels one process computes."""
+    run_in_processes(_ddp_relabel, 2, str(tmp_path))
+    method, data = tiny_sela(n=37, heads=(5, 3), lam=10.0, sinkhorn_tol=1e-10, sinkhorn_max_iters=10000)
+    method.on_epoch_start(0, _pass(method, data))
+    for rank in range(2):
+        got = torch.load(tmp_path / f"r{rank}.pt", weights_only=True)
+        assert torch.equal(got["labels"], method.labels)
+        assert torch.allclose(got["confidence"], method.confidence, atol=1e-6)
