@@ -1,6 +1,6 @@
-"""``tagless demo``: pre-train MoCo-v2 and SimSiam on digits without labels, then compare the
-frozen backbone with the same backbone at random init and with raw pixels, by weighted kNN
-and by a linear probe, and write each run's HTML report."""
+"""``tagless demo``: pre-train MoCo-v2, SimSiam and SeLa on digits without labels, then compare
+the frozen backbone with the same backbone at random init and with raw pixels, by weighted kNN,
+a linear probe and k-means NMI (and SeLa's own labels by NMI), and write each run's report."""
 
 from __future__ import annotations
 
@@ -17,14 +17,22 @@ from tagless.models import build_backbone_from_config
 from tagless.eval.scoring import score_single_label
 from tagless.report.from_run import report_run
 
-DEMO_CONFIGS = ("demo_moco", "demo_simsiam")
-COLUMNS = ["features", "kNN top-1 (%)", "linear top-1 (%)", "final loss", "images/s", "wall (s)"]
+DEMO_CONFIGS = ("demo_moco", "demo_simsiam", "sela_digits")
+COLUMNS = ["features", "kNN top-1 (%)", "linear top-1 (%)", "k-means NMI (%)", "self-label NMI (%)", "final loss",
+           "images/s", "wall (s)"]
+
+
+def from_rows(rows: list[dict]) -> dict:
+    """The demo's columns from the scorer's rows (kNN, linear, k-means)."""
+    knn, linear, clusters = rows
+    return {"kNN top-1 (%)": knn["top-1 (%)"], "linear top-1 (%)": linear["top-1 (%)"],
+            "k-means NMI (%)": clusters["NMI (%)"]}
 
 
 def score_features(x_train, y_train, x_test, y_test, k: int, temperature: float) -> dict:
-    """Weighted kNN top-1 and L-BFGS linear-probe top-1, as the run reports compute them."""
-    (knn, linear), _ = score_single_label(x_train, y_train, x_test, y_test, k, temperature)
-    return {"kNN top-1 (%)": knn["top-1 (%)"], "linear top-1 (%)": linear["top-1 (%)"]}
+    """Weighted kNN top-1, L-BFGS linear-probe top-1 and k-means NMI, as the run reports compute them."""
+    rows, _ = score_single_label(x_train, y_train, x_test, y_test, k, temperature)
+    return from_rows(rows)
 
 
 def baselines(cfg) -> list[dict]:
@@ -79,16 +87,17 @@ def run_demo(out_dir: str = "runs", epochs: int | None = None, overrides: list[s
         print(f"pre-training {cfg.method.name} on {cfg.data.source} for {cfg.train.epochs} epochs -> {cfg.run_dir}", flush=True)
         result = train(cfg, progress=progress)
         report = report_run(result.run_dir, k=cfg.train.knn_k, temperature=cfg.train.knn_temperature)
-        knn_row, linear_row = report["results"]
-        rows.append({"features": f"{cfg.method.name} pre-trained", "kNN top-1 (%)": knn_row["top-1 (%)"],
-                     "linear top-1 (%)": linear_row["top-1 (%)"], "final loss": result.final_loss,
+        rows.append({"features": f"{cfg.method.name} pre-trained", **from_rows(report["results"]),
+                     "self-label NMI (%)": result.monitor.get("pseudo_nmi"), "final loss": result.final_loss,
                      "images/s": result.images_per_s, "wall (s)": result.wall_s})
         run_dirs.append((str(result.run_dir), report["report"]))
     rows = baselines(cfg) + rows
     k, t = cfg.train.knn_k, cfg.train.knn_temperature
     print()
     print(format_table(rows, COLUMNS, title=f"tagless demo: {cfg.data.source} ({cfg.data.image_size} px), held-out split; "
-                                             f"weighted kNN k={k} T={t}; L-BFGS linear probe, L2 chosen on val"))
+                                             f"weighted kNN k={k} T={t}; L-BFGS linear probe, L2 chosen on val; "
+                                             f"k-means (k = classes) of the held-out features; SeLa's own labels "
+                                             f"(head 0) on the training split"))
     print()
     for run_dir, report in run_dirs:
         print(f"run directory: {run_dir}  (report: {report})")

@@ -71,7 +71,11 @@ def test_round_trip(tmp_path):
 def test_run_config_bundled_recipes_validate():
     from tagless.config import load_config
 
-    for name in ("demo_moco", "demo_simsiam"):
+    from tagless.config import CONFIG_DIR
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert {"demo_moco", "demo_simsiam", "sela_digits", "sela_cifar10", "sela_imagenet_alexnet"} <= set(names)
+    for name in names:  # every bundled recipe loads and validates
         cfg = load_config(name)
         assert cfg.name == name
     with pytest.raises(TaglessError, match="method.name"):

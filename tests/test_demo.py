@@ -9,7 +9,10 @@ def test_demo_runs_and_reports(tmp_path, monkeypatch, capsys):
             "method.queue_size=128"]
     assert main(["demo", "--epochs", "1", *tiny]) == 0
     out = capsys.readouterr().out
-    for row in ("raw pixels", "random init", "moco pre-trained", "simsiam pre-trained"):
+    for row in ("raw pixels", "random init", "moco pre-trained", "simsiam pre-trained", "sela pre-trained"):
         assert row in out
+    assert "self-label NMI (%)" in out and "k-means NMI (%)" in out
     reports = sorted((tmp_path / "runs").glob("*/report.html"))
-    assert len(reports) == 2
+    assert len(reports) == 3
+    sela_report = next(r for r in reports if "sela" in r.parent.name).read_text()
+    assert "Self-labels" in sela_report and "clusters.png" in sela_report

@@ -111,3 +111,18 @@ def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(tmp_path):
     assert oa["state"].keys() == ob["state"].keys() and len(oa["state"]) > 10
     for pid in oa["state"]:
         assert torch.allclose(oa["state"][pid]["momentum_buffer"], ob["state"][pid]["momentum_buffer"], atol=1e-6)
+
+
+def test_init_checkpoint_starts_from_a_trained_backbone(tmp_path):
+    """model.init_checkpoint copies a run's backbone into a new run; another
+    architecture is a one-line error."""
+    first = train(tiny(tmp_path, "first", "train.epochs=1", "train.knn_every_epochs=0"), progress=False)
+    ckpt = first.run_dir / "checkpoints" / "last.pt"
+    second = Trainer(tiny(tmp_path, "second", f"model.init_checkpoint={ckpt}"), progress=False)
+    saved = load_checkpoint(ckpt)["backbone"]
+    for name, value in second.backbone.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    with pytest.raises(TaglessError, match="holds resnet18 .* but this run builds resnet18"):
+        Trainer(tiny(tmp_path, "third", f"model.init_checkpoint={ckpt}", "model.width=0.25"), progress=False)
+    with pytest.raises(TaglessError, match="checkpoint not found"):
+        Trainer(tiny(tmp_path, "fourth", f"model.init_checkpoint={tmp_path / 'none.pt'}"), progress=False)

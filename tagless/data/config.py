@@ -8,6 +8,7 @@ from tagless.errors import TaglessError
 SPLITS = ("train", "test", "all")
 LABEL_KINDS = ("auto", "single", "multi", "partial", "single_positive")
 CORRUPT_POLICIES = ("skip", "fail")
+IMBALANCE = ("none", "light", "heavy")
 
 
 @dataclass
@@ -28,6 +29,8 @@ class DataConfig:
     test_fraction: float = 0.2  # seeded split for sources without a given split
     split_seed: int = 0
     limit: int = 0  # 0 = all; else the first N of the split after a seeded shuffle
+    imbalance: str = "none"  # train split of single-label data: none | light | heavy (paper 002, Sec. 4.5)
+    class_keep: list[float] = field(default_factory=list)  # train split: fraction kept of each class
     classes: list[str] = field(default_factory=list)  # fixed class list (folder, csv, coco, voc)
     label_kind: str = "auto"  # auto | single | multi | partial | single_positive (CSV labels)
     csv_path: str = ""  # csv source: the CSV; image_folder: flat form `path,labels` CSV
@@ -67,6 +70,10 @@ def check_data_config(cfg: DataConfig) -> None:
         raise TaglessError(f"data.test_fraction must be in [0, 1), got {cfg.test_fraction}")
     if cfg.limit < 0:
         raise TaglessError(f"data.limit must be >= 0, got {cfg.limit}")
+    if cfg.imbalance not in IMBALANCE:
+        raise TaglessError(f"data.imbalance must be one of {IMBALANCE}, got {cfg.imbalance!r}")
+    if cfg.class_keep and (cfg.imbalance != "none" or not all(0 <= f <= 1 for f in cfg.class_keep)):
+        raise TaglessError("data.class_keep: fractions in [0, 1], and not together with data.imbalance")
     if cfg.label_kind not in LABEL_KINDS:
         raise TaglessError(f"data.label_kind must be one of {LABEL_KINDS}, got {cfg.label_kind!r}")
     if len(set(cfg.classes)) != len(cfg.classes):

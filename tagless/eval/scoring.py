@@ -1,5 +1,6 @@
-"""The frozen-feature scores the demo and the run reports print: weighted kNN and an L-BFGS
-linear probe of single-label features (one scorer, so the two never disagree)."""
+"""The frozen-feature scores the demo and the run reports print: weighted kNN, an L-BFGS
+linear probe and k-means clustering quality of single-label features (one scorer, so the two
+never disagree)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import torch
 
 def score_single_label(x_tr, y_tr, x_te, y_te, k: int = 20, temperature: float = 0.07, num_classes: int | None = None,
                        device="cpu") -> tuple[list[dict], np.ndarray]:
-    """Weighted kNN (top-1, top-5) and an L-BFGS linear probe (L2 chosen on a val split) of
-    frozen features; unlabelled (-1) training rows are dropped. Returns (rows, kNN predictions)."""
-    from tagless.eval import knn_accuracy, knn_predict, linear_probe
+    """Weighted kNN (top-1, top-5), an L-BFGS linear probe (L2 chosen on a val split) and
+    k-means (k = classes) NMI / ARI on the test features, of frozen features; unlabelled (-1)
+    training rows are dropped. Returns (rows, kNN predictions); rows[2] is the k-means one."""
+    from tagless.eval import cluster_scores, kmeans, knn_accuracy, knn_predict, linear_probe
 
     keep = np.asarray(y_tr) >= 0
     t = lambda a: torch.as_tensor(np.asarray(a), device=device)
@@ -19,8 +21,15 @@ def score_single_label(x_tr, y_tr, x_te, y_te, k: int = 20, temperature: float =
     pred = knn_predict(bank, bank_labels, queries, k=k, temperature=temperature, num_classes=num_classes)
     knn = knn_accuracy(bank, bank_labels, queries, t(y_te), k=k, temperature=temperature, num_classes=num_classes)
     probe = linear_probe(x_tr[keep], y_tr[keep], x_te, y_te, protocol="val", device=device)
+    known = np.asarray(y_te) >= 0
+    classes = num_classes or int(max(np.max(y_tr), np.max(y_te))) + 1
+    x = torch.nn.functional.normalize(t(x_te[known]).float(), dim=1)
+    _, assign, _ = kmeans(x, classes, iters=100, n_init=3, seed=0)
+    clusters = cluster_scores(np.asarray(y_te)[known], assign.cpu().numpy())
     rows = [
         {"evaluation": f"weighted kNN (k={k}, T={temperature})", "top-1 (%)": 100 * knn["top1"], "top-5 (%)": 100 * knn["top5"]},
         {"evaluation": f"linear probe (L-BFGS, L2 {probe.l2:.1e} chosen on val)", "top-1 (%)": 100 * probe.score},
+        {"evaluation": f"k-means (k={classes}) of the test features", "NMI (%)": 100 * clusters["nmi"],
+         "ARI (%)": 100 * clusters["ari"]},
     ]
     return rows, pred.cpu().numpy()

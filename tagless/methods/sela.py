@@ -46,7 +46,8 @@ class SelaConfig(MethodConfig):
     lam: float = 25.0  # lambda of Eq. 7
     sinkhorn_tol: float = 1e-4  # L1 error of the cluster marginals
     sinkhorn_max_iters: int = 1000
-    label_pass: str = "eval"  # eval: the eval view, eval-mode BN | augmented: a training view, train mode
+    label_pass: str = "eval"  # eval: the eval view | augmented: training views (Sec. 3.4), eval-mode BN
+    label_views: int = 1  # augmented: average log P over this many views (E_t of Sec. 3.4)
     prior: str = "uniform"  # cluster marginals: uniform | zipf | gauss (ordered by predicted mass)
     prior_param: float = 1.0  # zipf exponent s, or gauss relative std
     labels_csv: str = ""  # label transfer: start from these labels (tagless labels RUN_DIR)
@@ -56,8 +57,8 @@ class SelaConfig(MethodConfig):
                            ("prior", ("uniform", "zipf", "gauss"))):
             if getattr(self, key) not in valid:
                 raise TaglessError(f"method.{key}: expected one of {', '.join(valid)}, got {getattr(self, key)!r}")
-        if min(self.clusters(), default=0) < 2 or self.label_updates < 0 or self.lam <= 0:
-            raise TaglessError("method (sela): need >= 2 clusters per head, label_updates >= 0, lam > 0")
+        if min(self.clusters(), default=0) < 2 or self.label_updates < 0 or self.lam <= 0 or self.label_views < 1:
+            raise TaglessError("method (sela): need >= 2 clusters per head, label_updates >= 0, lam > 0, label_views >= 1")
 
     def clusters(self) -> list[int]:
         return list(self.head_clusters) or [self.num_clusters] * self.num_heads
@@ -126,14 +127,15 @@ class SeLa(nn.Module):
             self._logs = {}
             return
         feats = self._features(ctx)
+        scores = self._log_probs(ctx) if self.cfg.label_pass == "augmented" and self.cfg.labeller == "sinkhorn" else None
         before = self.labels.clone()
         logs = {}
         for h, head in enumerate(self.heads.heads):
             k = head.out_features
             if self.cfg.labeller == "kmeans":
                 labels, conf = kmeans_labels(ctx.gather(feats), k, seed=self.seed + 1000 * epoch + h)
-            else:
-                logits = head(feats).float()  # this rank's rows, N_local x K
+            else:  # this rank's rows, N_local x K: logits, or log P averaged over views
+                logits = head(feats).float() if scores is None else scores[h]
                 prior = cluster_prior(self.cfg.prior, self.cfg.prior_param, logits, ctx)
                 warm = self.beta[h, :k] if bool(self.beta[h, :k].any()) else None
                 res = sinkhorn(logits, lam=self.cfg.lam, col_marginals=prior, beta=warm,
@@ -148,18 +150,38 @@ class SeLa(nn.Module):
                 self.confidence.copy_(conf)
         logs["labels_changed"] = float((self.labels != before).float().mean())
         logs["label_update_epoch"] = float(epoch)
+        truth = ctx.data.targets
+        if ctx.data.label_kind == "single" and bool((truth >= 0).any()):  # the monitor of each re-labelling
+            from tagless.eval import nmi
+
+            known = (truth >= 0).cpu().numpy()
+            logs["label_nmi"] = 100 * nmi(truth.cpu().numpy()[known], self.labels[0].cpu().numpy()[known])
         self._logs = logs
 
     def _features(self, ctx: EpochContext) -> torch.Tensor:
-        """This rank's trunk features of every training image ([0] Sec. 3.4: P from the network)."""
+        """This rank's trunk features of every training image, eval view, eval-mode BN."""
         was = self.training
-        if self.cfg.label_pass == "eval":
-            self.eval()
-            _, feats = ctx.dataset_pass(self.trunk, gather=False)
-        else:  # an augmented view in train mode, as the official code's pseudo-loader
-            _, feats = ctx.dataset_pass(lambda v: self.trunk(v.crops[0]), views=self.views, gather=False)
+        self.eval()
+        _, feats = ctx.dataset_pass(self.trunk, gather=False)
         self.train(was)
         return feats.float()
+
+    def _log_probs(self, ctx: EpochContext) -> list[torch.Tensor]:
+        """Per head, this rank's log P averaged over ``label_views`` training views: [0] Sec. 3.4,
+        P_yi = E_t[log softmax h(Phi(t x_i))], so the labels are transformation invariant."""
+        sizes = self.cfg.clusters()
+        if ctx.data.num_images * sum(sizes) * 4 > 16 * 2**30:
+            raise TaglessError(f"method.label_views={self.cfg.label_views} keeps log P of every head for every image "
+                               f"({ctx.data.num_images} x {sum(sizes)} floats); use method.label_pass=eval at this size")
+        was = self.training
+        self.eval()
+        total = 0
+        for v in range(self.cfg.label_views):
+            views = lambda images, g, v=v: self.views(images, torch.Generator(g.device).manual_seed(g.initial_seed() + v))
+            fn = lambda vw: torch.cat([F.log_softmax(out.float(), 1) for out in self.heads(self.trunk(vw.crops[0]))], 1)
+            total = total + ctx.dataset_pass(fn, views=views, gather=False)[1]
+        self.train(was)
+        return list((total / self.cfg.label_views).split(sizes, dim=1))
 
     def epoch_logs(self) -> dict:
         return self._logs

@@ -73,7 +73,8 @@ def read_labels_csv(path: str | Path, num_images: int, clusters: list[int], path
         raise TaglessError(f"{path}: expected a header 'index,path,head_0,...' (written by tagless labels)")
     heads = [h for h in rows[0][2:] if h.startswith("head_")]
     if len(heads) < len(clusters):
-        raise TaglessError(f"{path}: has {len(heads)} head columns, the method needs {len(clusters)}")
+        raise TaglessError(f"{path}: has {len(heads)} head columns, the method needs {len(clusters)}: set "
+                           f"method.head_clusters to the exporting run's")
     labels = np.full((len(clusters), num_images), -1, dtype=np.int64)
     for line, row in enumerate(rows[1:], start=2):
         try:

@@ -34,12 +34,15 @@ class ModelConfig:
         small-input AlexNet geometry) or 'imagenet' (224-pixel geometry).
     width: multiplier of the filter counts (0.25 gives a tiny CPU model).
     zero_init_residual: ResNets only; start each residual block as the identity.
+    init_checkpoint: a tagless checkpoint whose backbone weights start the run (fine-tuning,
+        or self-labelling on top of a pre-trained network); its backbone must match.
     """
 
     backbone: str = "resnet18"
     stem: str = "cifar"
     width: float = 1.0
     zero_init_residual: bool = False
+    init_checkpoint: str = ""
 
 
 def _factory(name: str) -> Callable[..., Backbone]:
@@ -73,5 +76,22 @@ def backbone_kwargs(cfg: ModelConfig) -> dict[str, Any]:
 
 
 def build_backbone_from_config(cfg: ModelConfig) -> Backbone:
-    """`build_backbone(cfg.backbone, **backbone_kwargs(cfg))`."""
-    return build_backbone(cfg.backbone, **backbone_kwargs(cfg))
+    """`build_backbone(cfg.backbone, **backbone_kwargs(cfg))`, with the weights of
+    `cfg.init_checkpoint` when set."""
+    backbone = build_backbone(cfg.backbone, **backbone_kwargs(cfg))
+    if cfg.init_checkpoint:
+        load_backbone_weights(backbone, cfg.init_checkpoint, cfg.backbone, backbone_kwargs(cfg))
+    return backbone
+
+
+def load_backbone_weights(backbone: Backbone, path: str, name: str, kwargs: dict) -> None:
+    """Copy the backbone of a tagless checkpoint into ``backbone``; a different architecture
+    is a one-line error naming both."""
+    from tagless.engine.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    theirs = (ckpt.get("backbone_name"), ckpt.get("backbone_kwargs"))
+    if theirs != (name, kwargs):
+        raise TaglessError(f"model.init_checkpoint {path} holds {theirs[0]} {theirs[1]}, but this run builds "
+                           f"{name} {kwargs}: set model.* to match it")
+    backbone.load_state_dict(ckpt["backbone"])
