@@ -161,6 +161,7 @@ def test_training_labels_command_and_transfer(tmp_path, capsys):
     trainer = Trainer(cfg, progress=False)
     result = trainer.run()
     evals = records(result.run_dir, "eval")
+    assert set(result.monitor) == {"knn_top1", "pseudo_nmi"}  # the train table shows the monitor only
     assert all("pseudo_nmi" in r for r in evals) and "label_update_epoch" in evals[0]
     assert evals[0]["label_nmi"] == pytest.approx(evals[0]["pseudo_nmi"])  # after the epoch-0 re-labelling
     assert main(["labels", str(result.run_dir), "--json"]) == 0

@@ -19,6 +19,7 @@ from tagless.engine.features import extract_features
 from tagless.methods.contract import hook
 
 MULTI_KINDS = ("multi", "partial", "single_positive")
+MONITOR_KEYS = ("knn_top1", "map_class", "pseudo_nmi")  # what ``monitor`` returns
 
 
 class _ClassScores(nn.Module):

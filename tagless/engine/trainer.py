@@ -27,7 +27,7 @@ from tagless.device import resolve_device
 from tagless.engine.batches import DeviceData, EpochSampler, Prefetcher
 from tagless.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
 from tagless.engine.epoch import EpochPass
-from tagless.engine.monitor import monitor
+from tagless.engine.monitor import MONITOR_KEYS, monitor
 from tagless.engine.optim import ScheduledOptimizers
 from tagless.engine.progress import MetricsLog, progress_bar
 from tagless.engine.runinfo import run_info
@@ -239,8 +239,9 @@ class Trainer:
             bar.close()
             log.close()
         wall = time.perf_counter() - t0
-        if not last_monitor and self.history:
-            last_monitor = {k: v for k, v in self.history[-1].items() if k not in ("epoch", "loss")}
+        if not last_monitor:  # resumed after the last monitor epoch: the history has it
+            done = [h for h in self.history if any(k in h for k in MONITOR_KEYS)]
+            last_monitor = {k: v for k, v in done[-1].items() if k in MONITOR_KEYS} if done else {}
         images_seen = (self.step - steps.start) * cfg.train.batch_size
         return TrainResult(
             run_dir=self.run_dir, steps=self.step, epochs=self.step // self.steps_per_epoch,
