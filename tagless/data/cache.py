@@ -87,6 +87,8 @@ def _write(folder: Path, key: str, ds: ImageDataset, skipped: list[str], total: 
     else:
         np.save(images_file, np.ascontiguousarray(ds.images))
     arrays = {"targets": ds.targets}
+    if ds.source_sizes is not None:
+        arrays["source_sizes"] = ds.source_sizes
     if ds.boxes is not None:
         _ragged_save(arrays, "boxes", ds.boxes)
     kinds = {}
@@ -124,7 +126,8 @@ def load_entry(folder: Path, key: str, warn_skipped: bool = True) -> ImageDatase
         ds = ImageDataset(
             images=images, targets=meta["targets"], classes=m["classes"],
             label_kind=m["label_kind"], boxes=_ragged_load(meta, "boxes") if m["has_boxes"] else None,
-            paths=m["paths"], name=m["name"], extras=extras,
+            paths=m["paths"], name=m["name"], extras=extras, skipped=list(m["skipped"]), cache_path=str(folder),
+            source_sizes=meta["source_sizes"] if "source_sizes" in meta.files else None,
         )
     if m["skipped"] and warn_skipped:
         log.warning("%s: %d of %d images were skipped as unreadable when this cache was built "

@@ -9,6 +9,7 @@ SPLITS = ("train", "test", "all")
 LABEL_KINDS = ("auto", "single", "multi", "partial", "single_positive")
 CORRUPT_POLICIES = ("skip", "fail")
 IMBALANCE = ("none", "light", "heavy")
+LABEL_SEPARATORS = ("auto", ";", ",", "whitespace")
 
 
 @dataclass
@@ -35,8 +36,9 @@ class DataConfig:
     label_kind: str = "auto"  # auto | single | multi | partial | single_positive (CSV labels)
     csv_path: str = ""  # csv source: the CSV; image_folder: flat form `path,labels` CSV
     annotations: str = ""  # coco instances JSON; may contain `{split}`
-    train_split_name: str = "train"  # file/folder name of the train split (voc: trainval)
-    test_split_name: str = "test"  # name of the test split (coco: val; voc2012: val)
+    train_split_name: str = ""  # file name of the train split; "" = the source's (coco: train; voc: trainval, else train)
+    test_split_name: str = ""  # name of the test split; "" = the source's (coco: val; voc: test, else val)
+    label_separator: str = "auto"  # csv labels: ; | , | whitespace | auto (the one that fits the file)
     decode_workers: int = 0  # decoding threads; 0 = min(8, cpu count)
     scene_count: int = 2000  # digit scenes in train + test (split by test_fraction)
     scene_digits: tuple[int, int] = (1, 4)  # min, max digits per scene
@@ -70,6 +72,8 @@ def check_data_config(cfg: DataConfig) -> None:
         raise TaglessError(f"data.test_fraction must be in [0, 1), got {cfg.test_fraction}")
     if cfg.limit < 0:
         raise TaglessError(f"data.limit must be >= 0, got {cfg.limit}")
+    if cfg.label_separator not in LABEL_SEPARATORS:
+        raise TaglessError(f"data.label_separator must be one of {LABEL_SEPARATORS}, got {cfg.label_separator!r}")
     if cfg.imbalance not in IMBALANCE:
         raise TaglessError(f"data.imbalance must be one of {IMBALANCE}, got {cfg.imbalance!r}")
     if cfg.class_keep and (cfg.imbalance != "none" or not all(0 <= f <= 1 for f in cfg.class_keep)):

@@ -28,6 +28,13 @@ class ImageDataset:
     paths: list[str] | None = None
     name: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
+    # What the source reported (not per image, not carried by subset): unreadable files it
+    # skipped, the cache entry, what it inferred (notes), and each image's size before the
+    # resize to image_size (N x 2 of width, height; None when unknown).
+    skipped: list[str] = field(default_factory=list)
+    cache_path: str = ""
+    notes: list[str] = field(default_factory=list)
+    source_sizes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)

@@ -24,6 +24,7 @@ class Listing:
     boxes: list[np.ndarray] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     key_files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the source inferred, for `tagless data`
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -41,7 +42,7 @@ class Listing:
             targets=self.targets[idx], classes=self.classes, label_kind=self.label_kind,
             name=self.name, paths=pick(self.paths), arrays=pick(self.arrays),
             row_ids=pick(self.row_ids), boxes=pick(self.boxes),
-            extras={k: pick(v) for k, v in self.extras.items()}, key_files=self.key_files,
+            extras={k: pick(v) for k, v in self.extras.items()}, key_files=self.key_files, notes=self.notes,
         )
 
     @staticmethod
@@ -63,4 +64,5 @@ class Listing:
             row_ids=join([p.row_ids for p in parts]), boxes=join([p.boxes for p in parts]),
             extras={k: join([p.extras[k] for p in parts]) for k in first.extras},
             key_files=sum((p.key_files for p in parts), []),
+            notes=list(dict.fromkeys(n for p in parts for n in p.notes)),
         )

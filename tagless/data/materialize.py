@@ -78,6 +78,7 @@ def _decode(cfg, listing: Listing, store: _Store) -> tuple[ImageDataset, list[st
         label_kind=listing.label_kind,
         boxes=None if listing.boxes is None else _scale_boxes(listing.boxes, sizes, size),
         paths=listing.paths, name=listing.name, extras=dict(listing.extras),
+        skipped=skipped, source_sizes=np.asarray(sizes, np.int64).reshape(-1, 2),
     )
     return ds, skipped, n
 
@@ -90,12 +91,15 @@ def materialize(cfg, listing: Listing, split: str) -> ImageDataset:
         raise TaglessError(f"{listing.name}: no images in the {split!r} split")
     size = cfg.image_size
     if listing.arrays is not None and listing.arrays.shape[1:] == (size, size, 3):
-        return ImageDataset(images=listing.arrays, targets=listing.targets,
-                            classes=list(listing.classes), label_kind=listing.label_kind,
-                            boxes=listing.boxes, paths=listing.paths, name=listing.name,
-                            extras=dict(listing.extras))
-    if not cfg.cache_dir:
-        return _decode(cfg, listing, _Store())[0]
-    key = cache_key(cfg, listing, split)
-    folder = Path(cfg.cache_dir).expanduser() / f"{listing.name}-{split}-{size}px-{key[:20]}"
-    return cached(folder, key, lambda tmp: _decode(cfg, listing, _Store(tmp)))
+        ds = ImageDataset(images=listing.arrays, targets=listing.targets,
+                          classes=list(listing.classes), label_kind=listing.label_kind,
+                          boxes=listing.boxes, paths=listing.paths, name=listing.name,
+                          extras=dict(listing.extras), source_sizes=np.full((len(listing), 2), size))
+    elif not cfg.cache_dir:
+        ds = _decode(cfg, listing, _Store())[0]
+    else:
+        key = cache_key(cfg, listing, split)
+        folder = Path(cfg.cache_dir).expanduser() / f"{listing.name}-{split}-{size}px-{key[:20]}"
+        ds = cached(folder, key, lambda tmp: _decode(cfg, listing, _Store(tmp)))
+    ds.notes = list(listing.notes)
+    return ds

@@ -31,10 +31,12 @@ def limit_only(n: int, cfg) -> np.ndarray:
     return np.sort(np.random.default_rng(cfg.split_seed).permutation(n)[: cfg.limit])
 
 
-def split_names(cfg, split: str) -> list[str]:
-    """On-disk names of a split for sources with given splits ('all' = train then test)."""
-    names = {"train": [cfg.train_split_name], "test": [cfg.test_split_name]}
-    return names.get(split, [cfg.train_split_name, cfg.test_split_name])
+def split_names(cfg, split: str, defaults: tuple[str, str] = ("train", "test")) -> list[str]:
+    """On-disk names of a split for sources with given splits ('all' = train then test): the
+    config's names, or the source's ``defaults`` where the config leaves them empty."""
+    train = cfg.train_split_name or defaults[0]
+    test = cfg.test_split_name or defaults[1]
+    return {"train": [train], "test": [test]}.get(split, [train, test])
 
 
 def require_dir(path: str, what: str):
