@@ -1,4 +1,4 @@
-"""The ``tagless`` command: demo, train, eval, labels, report (compare arrives with its issue)."""
+"""The ``tagless`` command: demo, train, eval, data, labels, report (compare arrives with its issue)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,12 @@ def _cmd_report(args) -> dict:
     return result
 
 
+def _cmd_data(args) -> dict:
+    from tagless.data.report import run_data
+
+    return run_data(args.config, args.overrides, args.out)
+
+
 def _cmd_labels(args) -> dict:
     from tagless.labels import export_labels
 
@@ -93,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--embed", action="store_true", help="embed the PNGs in the HTML (one file to share)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("data", help="show what tagless reads from a data section: counts, classes, flags, a report")
+    p.add_argument("config", nargs="?", help="a run YAML or bundled recipe (default: the default data section)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.source=image_folder data.root=DIR")
+    p.add_argument("--out", default="data_report.html", help="the HTML report (PNGs beside it); '' for none")
+    p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("labels", help="write a self-labelling run's labels as index,path,head_0,... CSV and score them")
     p.add_argument("run_dir")

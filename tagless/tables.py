@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 
+def format_float(v: float) -> str:
+    """2 decimals, or 3 significant digits below 1 and from 1e6 (an L2 of 0.0133 stays 0.0133)."""
+    return f"{v:.2f}" if v == 0 or 1 <= abs(v) < 1e6 or v != v or abs(v) == float("inf") else f"{v:.3g}"
+
+
 def format_table(rows: list[dict], columns: list[str] | None = None, title: str = "") -> str:
-    """A fixed-width text table of dict rows (floats with 2 decimals, None as '-')."""
+    """A fixed-width text table of dict rows (None as '-', floats by :func:`format_float`)."""
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
 
     def cell(v):
         if v is None:
             return "-"
-        return f"{v:.2f}" if isinstance(v, float) else str(v)
+        return format_float(v) if isinstance(v, float) else str(v)
 
     body = [[cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]

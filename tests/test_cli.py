@@ -36,3 +36,11 @@ def test_json_after_subcommand_prints_strict_json_last(tmp_path, capsys):
     assert main(["eval", "knn", "--features", str(tmp_path / "f.npz"), "--json"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last)["evaluator"] == "knn"
+
+
+def test_tables_keep_small_and_large_numbers_readable():
+    from tagless.tables import format_table
+
+    text = format_table([{"l2": 0.0133, "acc": 12.5, "big": 2.5e7, "zero": 0.0, "n": 3, "none": None}])
+    body = text.splitlines()[-1].split()
+    assert body == ["0.0133", "12.50", "2.5e+07", "0.00", "3", "-"]

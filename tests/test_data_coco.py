@@ -76,3 +76,36 @@ def test_errors(coco, tmp_path):
     (coco / "annotations" / "instances_val2014.json").write_text('{"images": []}')
     with pytest.raises(TaglessError, match="not a COCO instances file"):
         build_dataset(cfg(coco, tmp_path), "test")
+
+
+def plain_cfg(coco, tmp_path, **kw):
+    """No split names: COCO's defaults, train and val."""
+    kw = {"annotations": str(coco / "annotations" / "instances_{split}2014.json"), **kw}
+    return DataConfig(source="coco", root=str(coco / "{split}2014"), image_size=10,
+                      cache_dir=str(tmp_path / "cache"), **kw)
+
+
+def test_default_split_names_train_and_val(coco, tmp_path):
+    train, test = build_dataset(plain_cfg(coco, tmp_path), "train"), build_dataset(plain_cfg(coco, tmp_path), "test")
+    assert (len(train), len(test)) == (3, 1) and test.paths[0].endswith("val2014/v.jpg")
+    assert train.classes == test.classes == ["person", "car", "zebra"]
+    assert any("the test split is COCO's 'val' files" in n for n in test.notes)
+    assert build_dataset(cfg(coco, tmp_path), "test").notes == []  # named: nothing inferred
+
+
+def test_missing_split_file_lists_the_existing_ones(coco, tmp_path):
+    with pytest.raises(TaglessError, match=r"COCO annotations not found: .*/instances_test2014.json "
+                                           r"\(matching instances_\*2014.json: instances_train2014.json, "
+                                           r"instances_val2014.json\); set data.test_split_name$"):
+        build_dataset(plain_cfg(coco, tmp_path, test_split_name="test"), "test")
+    with pytest.raises(TaglessError, match=r"instances_minival2014.json .*; set data.train_split_name$"):
+        build_dataset(plain_cfg(coco, tmp_path, train_split_name="minival"), "all")
+    ann = coco / "annotations"
+    (ann / "instances_test2014.json").write_text((ann / "instances_val2014.json").read_text())
+    with pytest.raises(TaglessError, match=r"COCO image folder not found: .*/test2014 "
+                                           r"\(matching \*2014: train2014, val2014\); set data.test_split_name$"):
+        build_dataset(plain_cfg(coco, tmp_path, test_split_name="test"), "test")
+    with pytest.raises(TaglessError, match=r"\(nothing matches other_\*.json\)"):
+        build_dataset(plain_cfg(coco, tmp_path, annotations=str(ann / "other_{split}.json")), "train")
+    with pytest.raises(TaglessError, match=r"COCO annotations not found: .*/fixed.json$"):  # no {split}
+        build_dataset(plain_cfg(coco, tmp_path, annotations=str(ann / "fixed.json")), "train")

@@ -129,3 +129,51 @@ def test_missing_and_empty_roots(tmp_path):
         build_dataset(cfg(tmp_path / "noclass", tmp_path), "train")
     with pytest.raises(TaglessError, match="data.root is empty"):
         build_dataset(DataConfig(source="image_folder"), "train")
+
+
+def test_only_train_folder_is_splits_with_carved_test(tmp_path):
+    root = tmp_path / "only_train"
+    make_folder(root / "train", per_class=4)
+    c = cfg(root, tmp_path, test_fraction=0.25, split_seed=3)
+    train, test, both = (build_dataset(c, s) for s in ("train", "test", "all"))
+    assert train.classes == test.classes == ["blue", "green", "red"]  # not one class "train"
+    assert (len(train), len(test), len(both)) == (9, 3, 12)
+    assert sorted(train.paths + test.paths) == sorted(both.paths)
+    from tagless.data.splits import split_indices
+
+    expected = sorted(both.paths[i] for i in split_indices(12, "test", 0.25, 3))
+    assert sorted(test.paths) == expected  # carved out by the seeded split, reproducibly
+    assert build_dataset(c, "test").paths == test.paths
+    other = build_dataset(cfg(root, tmp_path, test_fraction=0.25, split_seed=4), "test")
+    assert set(other.paths) != set(test.paths)
+    for ds in (train, test):
+        for img, t, p in zip(ds.images, ds.targets, ds.paths):
+            assert f"/train/{ds.classes[t]}/" in p
+            assert (img == np.array(COLOURS[ds.classes[t]], np.uint8)).all()
+    note = "the test split is carved out of train/ with data.test_fraction=0.25 (seed data.split_seed=3)"
+    assert any(note in n for n in train.notes) and test.notes == train.notes
+
+
+def test_train_and_val_without_test(tmp_path):
+    root = tmp_path / "tv"
+    make_folder(root / "train", per_class=2)
+    solid(root / "val" / "green" / "v.png", COLOURS["green"])
+    solid(root / "val" / "purple" / "p.png", (120, 0, 120))  # a class only in val/
+    train, test = build_dataset(cfg(root, tmp_path), "train"), build_dataset(cfg(root, tmp_path), "test")
+    assert train.classes == test.classes == ["blue", "green", "purple", "red"]
+    assert (len(train), len(test)) == (6, 2) and sorted(test.targets.tolist()) == [1, 2]
+    assert train.notes == test.notes == ["no test/ folder: val/ is the test split"]
+    solid(root / "test" / "red" / "t.png", COLOURS["red"])  # test/ wins over val/, no note
+    test = build_dataset(cfg(root, tmp_path), "test")
+    assert test.classes == ["blue", "green", "red"]  # val/ is not read then
+    assert test.targets.tolist() == [2] and test.notes == []
+
+
+def test_train_next_to_class_folders_stays_a_class(tmp_path):
+    root = make_folder(tmp_path / "mixed", per_class=1)
+    solid(root / "train" / "x.png", (1, 2, 3))
+    ds = build_dataset(cfg(root, tmp_path, test_fraction=0.0), "train")
+    assert ds.classes == ["blue", "green", "red", "train"] and ds.notes == []
+    solid(tmp_path / "flat_train" / "train" / "x.png", (1, 2, 3))  # images, no class folders
+    with pytest.raises(TaglessError, match="no class folders under .*flat_train/train"):
+        build_dataset(cfg(tmp_path / "flat_train", tmp_path), "train")

@@ -77,3 +77,87 @@ def test_voc_errors(voc, tmp_path):
     (voc / "Annotations" / "000002.xml").write_text("<annotation><object>")
     with pytest.raises(TaglessError, match="000002.xml"):
         build_dataset(cfg(voc, tmp_path), "train")
+
+
+def plain_cfg(root, tmp_path, **kw):
+    """No split names: the VOC source's defaults."""
+    kw = {"cache_dir": str(tmp_path / "cache"), **kw}
+    return DataConfig(source="voc", root=str(root), image_size=10, **kw)
+
+
+def test_voc2007_default_split_names(voc, tmp_path):
+    (voc / "ImageSets" / "Main" / "dog_trainval.txt").write_text("000001  1\n000002 -1\n")
+    train, test = build_dataset(plain_cfg(voc, tmp_path), "train"), build_dataset(plain_cfg(voc, tmp_path), "test")
+    assert [p.rsplit("/", 1)[1] for p in train.paths] == ["000001.jpg", "000002.jpg"]
+    assert [p.rsplit("/", 1)[1] for p in test.paths] == ["000003.jpg"]
+    assert train.classes == test.classes == list(VOC_CLASSES)  # VOC names only: the 20 classes
+    assert train.notes == test.notes == []
+
+
+def test_voc2012_train_and_val_lists(tmp_path):
+    root = tmp_path / "VOC2012"
+    write_voc(root, {"a": (10, 10, [obj("cat", (1, 1, 5, 5))]), "b": (10, 10, [obj("bus", (1, 1, 9, 9))]),
+                     "c": (10, 10, [obj("cow", (2, 2, 3, 3))])},
+              {"train": ["a", "b"], "val": ["c"], "aeroplane_train": ["a"], "aeroplane_val": ["c"]})
+    train, test = build_dataset(plain_cfg(root, tmp_path), "train"), build_dataset(plain_cfg(root, tmp_path), "test")
+    assert (len(train), len(test)) == (2, 1) and test.paths[0].endswith("JPEGImages/c.jpg")
+    assert test.targets[0, VOC_CLASSES.index("cow")] == 1
+    assert "no ImageSets/Main/trainval.txt: train.txt is the train split" in train.notes
+    assert "no ImageSets/Main/test.txt: val.txt is the test split" in test.notes
+    with pytest.raises(TaglessError, match=r"ImageSets/Main/trainval.txt \(this folder has: train, val\); "
+                                           r"set data.train_split_name$"):
+        build_dataset(plain_cfg(root, tmp_path, train_split_name="trainval"), "train")
+
+
+def test_missing_split_lists_the_existing_ones(voc, tmp_path):
+    (voc / "ImageSets" / "Main" / "cat_test.txt").write_text("000003 1\n")
+    with pytest.raises(TaglessError, match=r"VOC image set not found: .*/ImageSets/Main/train.txt "
+                                           r"\(this folder has: test, trainval\); set data.train_split_name"):
+        build_dataset(plain_cfg(voc, tmp_path, train_split_name="train"), "train")
+    with pytest.raises(TaglessError, match=r"nope.txt \(this folder has: test, trainval\); set data.test_split_name"):
+        build_dataset(plain_cfg(voc, tmp_path, test_split_name="nope"), "all")
+    empty = tmp_path / "empty"
+    (empty / "ImageSets" / "Main").mkdir(parents=True)
+    with pytest.raises(TaglessError, match=r"trainval.txt \(no split lists there\)"):
+        build_dataset(plain_cfg(empty, tmp_path), "train")
+
+
+@pytest.fixture
+def own_classes(tmp_path):
+    root = tmp_path / "digits_voc"
+    write_voc(root, {
+        "x1": (20, 20, [obj("d7", (1, 1, 10, 10)), obj("d5", (11, 11, 20, 20), difficult=1)]),
+        "x2": (20, 20, [obj("d5", (1, 1, 10, 10)), obj("dog", (2, 2, 8, 8))]),
+        "x3": (20, 20, [obj("d2", (1, 1, 10, 10))]),  # d2 only in the test split
+    }, {"trainval": ["x1", "x2"], "test": ["x3"]})
+    return root
+
+
+def test_own_class_names_without_data_classes(own_classes, tmp_path):
+    train = build_dataset(plain_cfg(own_classes, tmp_path), "train")
+    test = build_dataset(plain_cfg(own_classes, tmp_path), "test")
+    assert train.classes == test.classes == ["d2", "d5", "d7", "dog"]
+    assert train.targets.tolist() == [[0, -1, 1, 0], [0, 1, 0, 1]]
+    assert test.targets.tolist() == [[1, 0, 0, 0]]
+    np.testing.assert_allclose(train.boxes[0][:, 4], [2, 1])
+    note = "classes: the 4 object names found in the annotations (not the 20 VOC classes)"
+    assert train.notes == test.notes == [note]
+    limited = build_dataset(plain_cfg(own_classes, tmp_path, limit=1), "train")
+    assert limited.classes == train.classes  # the class list does not depend on the rows kept
+
+
+def test_explicit_classes_with_an_unknown_object(own_classes, tmp_path):
+    ds = build_dataset(plain_cfg(own_classes, tmp_path, classes=["d7", "d5", "dog"]), "train")
+    assert ds.classes == ["d7", "d5", "dog"] and ds.notes == []
+    with pytest.raises(TaglessError, match="x3.xml: object class 'd2' is not in the class list"):
+        build_dataset(plain_cfg(own_classes, tmp_path, classes=["d7", "d5", "dog"]), "test")
+
+
+def test_each_annotation_read_once(own_classes, tmp_path, monkeypatch):
+    import tagless.data.sources.voc as voc_module
+
+    read = []
+    real = voc_module.ET.parse
+    monkeypatch.setattr(voc_module.ET, "parse", lambda path, *a: read.append(str(path)) or real(path, *a))
+    build_dataset(plain_cfg(own_classes, tmp_path, cache_dir=""), "all")
+    assert sorted(p.rsplit("/", 1)[1] for p in read) == ["x1.xml", "x2.xml", "x3.xml"]

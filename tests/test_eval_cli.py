@@ -196,6 +196,7 @@ def test_checkpoint_inputs_knn_layers_cluster(tmp_path, capsys):
     res = run_json(capsys, ["eval", "layers", "--checkpoint", ckpt, "--layers", "layer1,layer4", "--num-l2", "3",
                             "--pool-dim", "512"])
     assert [r["features"] for r in res["results"]] == ["layer1", "layer4"]
+    assert all(isinstance(r["l2"], float) for r in res["results"])  # numbers stay numbers in --json
     res = run_json(capsys, ["eval", "cluster", "--checkpoint", ckpt])
     assert 0 <= res["results"][0]["nmi"] <= 100
     assert main(["eval", "layers", "--checkpoint", ckpt, "--layers", "conv9"]) == 2

@@ -139,7 +139,7 @@ def test_write_report_end_to_end(tmp_path):
         with Image.open(run / src) as im:
             assert im.format == "PNG" and im.width > 200
     cells = set(refs.cells)
-    assert {"93.33", "90.00", "0.61", "71.25", "70.00", "knn", "linear"} <= cells
+    assert {"93.33", "90.00", "0.612", "71.25", "70.00", "knn", "linear"} <= cells  # below 1: 3 significant digits
     assert "kNN &lt;k=20&gt;" in page and "<k=20>" not in page
     assert "Top-1 accuracy of these predictions: 90.00%" in page
     assert re.search(r"mAP@class \d+\.\d\d over the 5 classes", page)

@@ -7,10 +7,11 @@ Sources (`SOURCES`, `DataConfig.source`):
 - `digit_scenes`: 1-4 digits per canvas (`digit_scenes(...)`); multi-label with boxes.
 - `image_folder`: `root/<class>/*.jpg|png|...`, splits from `root/train` + `root/test|val`
   when present; or the flat form with `csv_path`.
-- `csv`: `path,labels[,negatives][,split]`. `labels` are `;`-separated positives. Partial
-  labels: an optional `negatives` column lists known negatives (`*` = all other classes);
-  when that column exists every class in neither column is unknown (-1). label_kind is read
-  from the content ('multi' / 'partial' / 'single_positive') unless `label_kind` is set.
+- `csv`: `path,labels[,negatives][,split]`. `labels` are positives separated by `;`, `,`
+  or spaces (`label_separator`, detected from the file by default). Partial labels: an
+  optional `negatives` column lists known negatives (`*` = all other classes); when that
+  column exists every class in neither column is unknown (-1). label_kind is read from the
+  content ('multi' / 'partial' / 'single_positive') unless `label_kind` is set.
 - `cifar10` / `cifar100`: the python pickle batches (trusted files only).
 - `coco`: instances JSON + image folder; multi-label, boxes, `extras['crowd']`.
 - `voc`: VOC XML; VOC07 targets (1 / -1 only difficult / 0), boxes, `extras['difficult']`.

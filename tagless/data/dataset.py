@@ -28,9 +28,9 @@ class ImageDataset:
     paths: list[str] | None = None
     name: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
-    # What the source reported (not per image, not carried by subset): unreadable files it
-    # skipped, the cache entry, what it inferred (notes), and each image's size before the
-    # resize to image_size (N x 2 of width, height; None when unknown).
+    # What the source reported: unreadable files it skipped, the cache entry, what it inferred
+    # (notes), and each image's size before the resize to image_size (N x 2 of width, height;
+    # None when unknown). A subset keeps the first three and its rows of the sizes.
     skipped: list[str] = field(default_factory=list)
     cache_path: str = ""
     notes: list[str] = field(default_factory=list)
@@ -72,4 +72,6 @@ class ImageDataset:
             paths=pick(self.paths),
             name=self.name,
             extras={k: pick(v) for k, v in self.extras.items()},
+            skipped=list(self.skipped), cache_path=self.cache_path, notes=list(self.notes),
+            source_sizes=pick(self.source_sizes),
         )

@@ -220,6 +220,9 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         if dist.is_main():
+            from tagless.data.summary import one_line
+
+            print(one_line(cfg.data, self.train_set, self.held_out), flush=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_io.save(cfg, self.run_dir / "config.yaml")
             (self.run_dir / "run_info.json").write_text(json.dumps(run_info(self.device, self.world), indent=2))

@@ -137,7 +137,7 @@ def _probe(args, inp: EvalInputs):
 def _probe_row(name: str, res) -> dict:
     label = "best over sweep ON TEST (paper 001)" if res.protocol == "best_on_test" else "L2 chosen on val, refit"
     metric = "top-1 (%)" if res.metric == "accuracy" else f"{res.metric} (%)"
-    return {"features": name, metric: 100 * res.score, "l2": f"{res.l2:.2e}", "protocol": label}
+    return {"features": name, metric: 100 * res.score, "l2": float(res.l2), "protocol": label}
 
 
 def run_linear(args) -> dict:

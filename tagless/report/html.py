@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,14 +40,15 @@ nav ul { padding-left: 1.2em; }
 
 
 def format_cell(value) -> str:
-    """A table cell as text: floats with 2 decimals, None as '-'."""
+    """A table cell as text: floats as the printed tables show them, None as '-'."""
     if value is None:
         return "-"
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return f"{v:.2f}" if math.isfinite(v) else str(v)
+        from tagless.tables import format_float
+
+        return format_float(float(value))
     if isinstance(value, np.integer):
         return str(int(value))
     return str(value)

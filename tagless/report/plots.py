@@ -390,7 +390,53 @@ def plot_image_grid(images, path, titles: Sequence[str] | None = None, nrow: int
             ax.imshow(img, interpolation="nearest")
         if titles is not None and titles[i] is not None:
             ax.set_title(str(titles[i]), fontsize=8, pad=2)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=11)
-    fig.subplots_adjust(wspace=0.05, hspace=0.3 if titles is not None else 0.05)
+    top = 1.0
+    if suptitle:  # a fixed 0.4 inch band, whatever the figure's height
+        top = 1 - 0.4 / height
+        fig.suptitle(suptitle, fontsize=11, y=1 - 0.1 / height, va="top")
+    fig.subplots_adjust(wspace=0.05, hspace=0.3 if titles is not None else 0.05, top=top)
+    return _save(fig, path)
+
+
+# ---- data reports ----------------------------------------------------------------------
+def plot_class_counts(counts: dict[str, Sequence[int]], class_names, path) -> Path:
+    """Grouped horizontal bars: images (or positives) per class, one bar per split."""
+    names = [str(c) for c in class_names]
+    n = len(names)
+    if n == 0 or not counts:
+        raise TaglessError("plot_class_counts needs at least one class and one split")
+    splits = list(counts)
+    height = 0.8 / len(splits)
+    fig, ax = plt.subplots(figsize=(7.5, min(max(2.5, 0.28 * n * max(1, len(splits) / 1.5) + 1.3), 40)))
+    for j, split in enumerate(splits):
+        vals = _np(counts[split], split).astype(float)
+        ax.barh(np.arange(n) + j * height, vals, height=height, label=split,
+                color=plt.get_cmap("tab10")(j))
+    ax.set_yticks(np.arange(n) + height * (len(splits) - 1) / 2, names, fontsize=9 if n <= 40 else 6)
+    ax.invert_yaxis()
+    ax.set_xlabel("images (positives for multi-label data)")
+    ax.set_title(f"Images per class, {n} classes", fontsize=12)
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_boxes(images, boxes, class_names, path, ncols: int = 4) -> Path:
+    """Images with their boxes drawn (x0, y0, x1, y1 in image pixels) and class names."""
+    from matplotlib.patches import Rectangle
+
+    x = _np(images, "images")
+    if x.ndim != 4 or len(x) == 0 or len(boxes) != len(x):
+        raise TaglessError(f"plot_boxes needs N x H x W x C images and N box arrays, got {x.shape} and {len(boxes)}")
+    names = _names(class_names, len(class_names))
+    colours = _class_colours(max(1, len(names)))
+    fig, axes = _grid(len(x), ncols, width=2.6, height=2.6)
+    for ax, img, b in zip(axes, x, boxes):
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest")
+        for x0, y0, x1, y1, c in np.asarray(b, dtype=float).reshape(-1, 5):
+            colour = colours[int(c) % len(colours)]
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, edgecolor=colour))
+            ax.text(x0, y0, names[int(c)] if int(c) < len(names) else str(int(c)), fontsize=7, color="white",
+                    va="bottom", bbox=dict(facecolor=colour, alpha=0.8, pad=0.5, lw=0))
+        ax.axis("off")
     return _save(fig, path)

@@ -1,17 +1,24 @@
 """COCO instances JSON (`images`, `annotations` with `bbox` [x, y, w, h], `categories`).
 
 `annotations` is the JSON path and `root` the image folder; both may contain `{split}`,
-replaced by `train_split_name` / `test_split_name` (e.g. `instances_{split}2014.json` with
-test_split_name 'val'). Classes are the category names in category-id order (or
-`classes`). Targets: int8 N x C, 1 for every category with an annotation in the image,
-crowd (`iscrowd`) annotations included since the class is present; 0 otherwise (images
-without annotations are kept, all 0). Boxes: every annotation, with
-`extras['crowd']` (bool per box) to leave crowd boxes out where detection-style metrics
-need it. Images are in image-id order.
+replaced by `train_split_name` / `test_split_name`, which default to COCO's names `train` and
+`val` (e.g. `instances_{split}2017.json` reads instances_train2017.json and, as the test
+split, instances_val2017.json, since COCO's test images have no public labels; noted). When
+the file or folder for a split does not exist, the error lists those that match the pattern
+(`{split}` as `*`) and names the setting to change.
+
+Classes are the category names in category-id order (or `classes`). Targets: int8 N x C, 1
+for every category with an annotation in the image, crowd (`iscrowd`) annotations included
+since the class is present; 0 otherwise (images without annotations are kept, all 0).
+Boxes: every annotation, with `extras['crowd']` (bool per box) to leave crowd boxes out
+where detection-style metrics need it. Images are in image-id order.
 """
 from __future__ import annotations
 
+import glob
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -33,11 +40,34 @@ def _class_map(data: dict, classes: list[str], ann_path) -> tuple[list[str], dic
     return classes, mapping
 
 
-def _listing(cfg, name: str) -> Listing:
+DEFAULT_SPLITS = ("train", "val")
+FIELDS = ("train_split_name", "test_split_name")
+
+
+def _split_path(pattern: str, name: str, field_name: str, what: str, folder: bool) -> Path:
+    """`pattern` with `{split}` = `name`, checked to exist; when it does not and the pattern has
+    `{split}`, the error lists what matches the pattern with `*` in its place."""
+    given = pattern.replace("{split}", name)
+    path = Path(given).expanduser().absolute()
+    if "{split}" not in pattern or (path.is_dir() if folder else path.is_file()):
+        return require_dir(given, what) if folder else require_file(given, what)
+    pieces = str(Path(pattern).expanduser().absolute()).split("{split}")
+    head = pieces[0]
+    base = head if head.endswith(os.sep) else os.path.dirname(head)  # the folder above `{split}`
+    wild = "*".join(pieces)
+    matches = sorted(m for m in glob.glob("*".join(glob.escape(x) for x in pieces))
+                     if (os.path.isdir(m) if folder else os.path.isfile(m)))
+    shown = os.path.relpath(wild, base)
+    listed = (f"matching {shown}: {', '.join(os.path.relpath(m, base) for m in matches)}" if matches
+              else f"nothing matches {shown}")
+    raise TaglessError(f"{what} not found: {path} ({listed}); set data.{field_name}")
+
+
+def _listing(cfg, name: str, field_name: str) -> Listing:
     if not cfg.annotations:
         raise TaglessError("data.annotations must name the COCO instances JSON")
-    ann_path = require_file(cfg.annotations.replace("{split}", name), "COCO annotations")
-    image_root = require_dir(cfg.root.replace("{split}", name), "COCO image folder")
+    ann_path = _split_path(cfg.annotations, name, field_name, "COCO annotations", folder=False)
+    image_root = _split_path(cfg.root, name, field_name, "COCO image folder", folder=True)
     try:
         with open(ann_path) as f:
             data = json.load(f)
@@ -67,8 +97,14 @@ def _listing(cfg, name: str) -> Listing:
 
 
 def load_coco(cfg, split: str):
-    parts = [_listing(cfg, name) for name in split_names(cfg, split)]
+    names = split_names(cfg, "all", DEFAULT_SPLITS)
+    wanted = {"train": [0], "test": [1]}.get(split, [0, 1])
+    parts = [_listing(cfg, names[k], FIELDS[k]) for k in wanted]
     if any(p.classes != parts[0].classes for p in parts):
         raise TaglessError("COCO train and test annotations have different categories; set data.classes")
     listing = Listing.concat(parts)
+    if not cfg.test_split_name and "{split}" in cfg.annotations:
+        note = (f"data.test_split_name unset: the test split is COCO's '{DEFAULT_SPLITS[1]}' "
+                "files (COCO's test images have no public labels)")
+        listing.notes = [note]
     return materialize(cfg, listing.take(limit_only(len(listing), cfg)), split)

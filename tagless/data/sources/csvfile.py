@@ -2,8 +2,8 @@
 
 Convention (documented in tagless/data/__init__.py):
 - `path`: image path, relative to the base folder (the CSV's folder unless given) or absolute.
-- `labels`: `;`-separated positive labels; empty = no positives.
-- `negatives` (optional column): `;`-separated known negatives, or `*` = every class not in
+- `labels`: positive labels, separated by `data.label_separator`; empty = no positives.
+- `negatives` (optional column): known negatives (same separator), or `*` = every class not in
   `labels`. When the column exists, classes in neither column are unknown (-1). Without it,
   every class not in `labels` is negative (fully annotated).
 - `split` (optional): `train` or `test` (`val` counts as test); else a seeded split.
@@ -11,11 +11,26 @@ label_kind 'auto' reads the kind from the content: no `negatives` column -> 'mul
 'single' when `default_kind` is 'single' and no row has two labels); with it -> 'multi' if
 no label is unknown, 'single_positive' if every row has exactly one positive and nothing
 else known, else 'partial'. An explicit kind is checked against the rows.
+
+Label separator (`data.label_separator`, for both `labels` and `negatives`): `;`, `,` (only
+inside a quoted field), `whitespace` (any run of spaces/tabs), or `auto` (default). Tokens are
+stripped; explicit separators just split. `auto` looks at every labels/negatives cell; a
+candidate is present when it occurs inside some stripped cell (whitespace only counts between
+two label characters, so `cat ; dog` is `;` with padding, not whitespace):
+- none present (one label per cell): no split (`;`).
+- exactly `;` or exactly `,` present: that one.
+- only whitespace present: whitespace competes with no split (`;`), since names such as
+  `traffic light` contain spaces; then as below.
+- several: each candidate's class vocabulary (distinct tokens over all cells, `*` aside) is
+  counted; the smallest wins when it is at most half the next smallest (spaces inside
+  `traffic light;person` make many more tokens than `;` does). Otherwise a one-line error
+  names the file, the candidates and their vocabulary sizes, and asks for data.label_separator.
 """
 from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +41,41 @@ from tagless.data.splits import choose, limit_only, require_file
 from tagless.errors import TaglessError
 
 
-def _names(cell: str | None) -> list[str]:
-    return [t.strip() for t in (cell or "").split(";") if t.strip()]
+SEPARATORS = (";", ",", "whitespace")
+_INNER_SPACE = re.compile(r"[^\s;,]\s+[^\s;,]")  # whitespace between two label characters
+
+
+def _names(cell: str | None, sep: str = ";") -> list[str]:
+    text = (cell or "").strip()
+    parts = text.split() if sep == "whitespace" else text.split(sep)
+    return [t.strip() for t in parts if t.strip()]
+
+
+def _shown(sep: str) -> str:
+    return sep if sep == "whitespace" else repr(sep)
+
+
+def _present(text: str, sep: str) -> bool:
+    return bool(_INNER_SPACE.search(text)) if sep == "whitespace" else sep in text
+
+
+def _separator(rows, has_neg: bool, csv_path) -> str:
+    """The `auto` label separator (rule in the module docstring)."""
+    cells = [row["labels"] for _, row in rows] + ([row["negatives"] for _, row in rows] if has_neg else [])
+    cells = [c.strip() for c in cells if c and c.strip()]
+    present = [s for s in SEPARATORS if any(_present(c, s) for c in cells)]
+    if not present:
+        return ";"
+    if present == ["whitespace"]:
+        present = [";", "whitespace"]  # one label per cell, or space-separated labels
+    elif len(present) == 1:
+        return present[0]
+    sizes = {s: len({t for c in cells for t in _names(c, s)} - {"*"}) for s in present}
+    order = sorted(present, key=lambda s: sizes[s])
+    if 2 * sizes[order[0]] <= sizes[order[1]]:
+        return order[0]
+    gives = ", ".join(f"{_shown(s)} gives {sizes[s]} classes" for s in present)
+    raise TaglessError(f"{csv_path}: ambiguous label separator: {gives}; set data.label_separator")
 
 
 def _read_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
@@ -61,17 +109,17 @@ def _class_index(classes: list[str], csv_path, line: int):
     return lookup
 
 
-def _matrix(rows, classes, has_neg: bool, csv_path) -> np.ndarray:
+def _matrix(rows, classes, has_neg: bool, csv_path, sep: str) -> np.ndarray:
     out = np.full((len(rows), len(classes)), -1 if has_neg else 0, np.int8)
     for r, (line, row) in enumerate(rows):
         lookup = _class_index(classes, csv_path, line)
-        neg = _names(row.get("negatives"))
+        neg = _names(row.get("negatives"), sep)
         if neg == ["*"]:
             out[r] = 0
         else:
             for name in neg:
                 out[r, lookup(name)] = 0
-        for name in _names(row["labels"]):
+        for name in _names(row["labels"], sep):
             if name in neg:
                 raise TaglessError(f"{csv_path}:{line}: label {name!r} is both positive and negative")
             out[r, lookup(name)] = 1
@@ -100,8 +148,10 @@ def _kind(matrix: np.ndarray, rows, requested: str, default_kind: str, has_neg: 
 
 
 def read_label_csv(csv_path: Path, base: Path, classes: list[str], requested_kind: str = "auto",
-                   default_kind: str = "multi", name: str = "csv") -> tuple[Listing, list[str] | None]:
-    """Parse the CSV into a Listing (all rows) and the per-row split names (None without column)."""
+                   default_kind: str = "multi", name: str = "csv",
+                   separator: str = "auto") -> tuple[Listing, list[str] | None]:
+    """Parse the CSV into a Listing (all rows) and the per-row split names (None without column).
+    `separator`: ';', ',', 'whitespace' or 'auto' (see the module docstring)."""
     header, rows = _read_rows(csv_path)
     has_neg = "negatives" in header
     if not rows:
@@ -109,10 +159,13 @@ def read_label_csv(csv_path: Path, base: Path, classes: list[str], requested_kin
     for line, row in rows:
         if not row["path"]:
             raise TaglessError(f"{csv_path}:{line}: empty path")
+    if separator != "auto" and separator not in SEPARATORS:
+        raise TaglessError(f"label separator must be 'auto' or one of {SEPARATORS}, got {separator!r}")
+    sep = _separator(rows, has_neg, csv_path) if separator == "auto" else separator
     if not classes:
-        found = {n for _, row in rows for n in _names(row["labels"]) + _names(row.get("negatives"))}
+        found = {n for _, row in rows for n in _names(row["labels"], sep) + _names(row.get("negatives"), sep)}
         classes = sorted(found - {"*"})
-    matrix = _matrix(rows, classes, has_neg, csv_path)
+    matrix = _matrix(rows, classes, has_neg, csv_path, sep)
     kind = _kind(matrix, rows, requested_kind, default_kind, has_neg, csv_path)
     if kind == "single":
         targets = np.where((matrix == 1).any(1), (matrix == 1).argmax(1), -1).astype(np.int64)
@@ -148,5 +201,6 @@ def load_csv(cfg, split: str):
         raise TaglessError("data.csv_path (or data.root) must name the CSV file for source 'csv'")
     csv_path = require_file(csv_file, "CSV file")
     base = Path(cfg.root).absolute() if cfg.csv_path and cfg.root and Path(cfg.root).is_dir() else csv_path.parent
-    listing, splits = read_label_csv(csv_path, base, list(cfg.classes), cfg.label_kind)
+    listing, splits = read_label_csv(csv_path, base, list(cfg.classes), cfg.label_kind,
+                                     separator=cfg.label_separator)
     return materialize(cfg, select_split(listing, splits, cfg, split), split)
