@@ -85,6 +85,7 @@ def sinkhorn(
     storage_dtype: torch.dtype | None = None,
     inplace: bool = False,
     distributed: bool = True,
+    check_inputs: bool = True,
 ) -> SinkhornResult:
     """Solve the equipartition transport problem of [0] Eq. 7 for ``P = softmax(logits)``.
 
@@ -106,6 +107,9 @@ def sinkhorn(
         storage_dtype: of the stored kernel A (default: the logits' dtype; bf16 halves memory).
         inplace: overwrite ``logits`` with A (no N x K copy at all; storage is logits' dtype).
         distributed: all-reduce the column sums over processes (rows sharded over ranks).
+        check_inputs: refuse NaN / +inf logits (one device sync; SwAV's per-step use skips it).
+            With ``tol=0`` nothing else waits for the device: the iterations run to
+            ``max_iters`` and ``error`` is NaN (not computed).
 
     Returns:
         :class:`SinkhornResult` for this process's rows.
@@ -121,16 +125,16 @@ def sinkhorn(
     n, k = logits.shape
     device = logits.device
     dtype = dtype or (torch.float64 if logits.dtype == torch.float64 else torch.float32)
-    n_total = int(reduce_sum(torch.tensor([n], device=device, dtype=torch.float64)).item())
-    if n_total == 0:
+    n_total = reduce_sum(torch.tensor(float(n), device=device, dtype=dtype))  # stays on the device
+    if n == 0 and not (distributed and dist.is_initialized()):  # one rank may hold no rows
         raise TaglessError("sinkhorn: no rows")
-    if torch.isnan(logits).any() or torch.isposinf(logits).any():
+    if check_inputs and bool(torch.isnan(logits).any() or torch.isposinf(logits).any()):
         raise TaglessError("sinkhorn: logits contain NaN or +inf")
     blocks = _blocks(n, k)
 
     # r and c, normalised to probability vectors over all rows / all columns.
     r = _check_marginal("row_marginals", row_marginals, n, device, dtype)
-    r = torch.full((n,), 1.0 / n_total, device=device, dtype=dtype) if r is None else r / reduce_sum(r.sum())
+    r = torch.ones(n, device=device, dtype=dtype) / n_total if r is None else r / reduce_sum(r.sum())
     c = _check_marginal("col_marginals", col_marginals, k, device, dtype)
     c = torch.full((k,), 1.0 / k, device=device, dtype=dtype) if c is None else c / c.sum()
 
@@ -173,11 +177,15 @@ def sinkhorn(
             a = store[b].to(dtype)
             t += a.T @ (r[b] / (a @ beta).clamp_min(tiny))
         t = reduce_sum(t)
-        error = float((beta * t - c).abs().sum())  # column sums of the plan whose rows are exact
-        if error <= tol or iterations >= max_iters:
+        if tol > 0:  # column sums of the plan whose rows are exact (a device sync)
+            error = float((beta * t - c).abs().sum())
+            if error <= tol:
+                break
+        if iterations >= max_iters:
             break
         beta = c / t.clamp_min(tiny)
         iterations += 1
+    error = error if tol > 0 else float("nan")
     converged = error <= tol
 
     labels = torch.empty(n, dtype=torch.long, device=device)
