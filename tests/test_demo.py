@@ -12,7 +12,13 @@ def test_demo_runs_and_reports(tmp_path, monkeypatch, capsys):
     for row in ("raw pixels", "random init", "moco pre-trained", "simsiam pre-trained", "sela pre-trained"):
         assert row in out
     assert "self-label NMI (%)" in out and "k-means NMI (%)" in out
+    scene_table = out[out.index("multi-label: digit_scenes"):]
+    for row in ("raw pixels", "random init", "moco pre-trained", "mls pre-trained"):
+        assert row in scene_table
+    assert "mAP@class (%)" in scene_table
     reports = sorted((tmp_path / "runs").glob("*/report.html"))
-    assert len(reports) == 3
+    assert len(reports) == 5
+    mls_report = next(r for r in reports if r.parent.name.startswith("mls_scenes")).read_text()
+    assert "MLS neighbours" in mls_report and "mls_neighbours.png" in mls_report
     sela_report = next(r for r in reports if "sela" in r.parent.name).read_text()
     assert "Self-labels" in sela_report and "clusters.png" in sela_report

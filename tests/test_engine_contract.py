@@ -207,13 +207,30 @@ def test_monitor_uses_the_methods_own_classifier_on_multilabel_data():
     assert monitor(method, train_set, test_set, cfg, torch.device("cpu"))["map_class"] != got["map_class"]
 
 
-@pytest.mark.parametrize("name", ["moco", "simsiam", "dummy"])
+# What each method needs beyond the shared tiny config (its views, a queue the batch can fill).
+METHOD_EXTRA = {
+    "swav": ["views.recipe=multi_crop", "views.local_size=8", "method.num_prototypes=10", "method.proj_hidden_dim=32",
+             "method.freeze_prototypes_iters=0"],
+    "logo": ["views.recipe=logo", "views.local_size=8", "method.queue_size=32"],
+    "mls": ["method.queue_size=32", "method.topk=4"],
+    "sela": ["method.num_clusters=10", "method.num_heads=2"],
+}
+
+
+def registered_methods() -> list[str]:
+    from tagless.methods import METHODS
+
+    return sorted(set(METHODS) | {"dummy"})
+
+
+@pytest.mark.parametrize("name", registered_methods())
 def test_every_registered_method_follows_the_contract(name, tmp_path):
     """Each METHODS entry builds from its config section, satisfies the Method protocol, and
     runs one step forward and backward with finite loss and gradients."""
     from tagless.methods import METHODS, Batch, Method
 
-    trainer = Trainer(config(tmp_path, name, f"method.name={name}", "train.knn_every_epochs=0"), progress=False)
+    trainer = Trainer(config(tmp_path, name, f"method.name={name}", "train.knn_every_epochs=0", *METHOD_EXTRA.get(name, [])),
+                      progress=False)
     assert isinstance(trainer.method, Method) and isinstance(trainer.method, METHODS[name])
     assert type(trainer.cfg.method) is METHODS[name].Config
     trainer.start_epoch(0)

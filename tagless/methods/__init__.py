@@ -10,11 +10,14 @@ import torch.nn as nn
 
 from tagless.methods.config import MethodConfig
 from tagless.methods.contract import Batch, DataInfo, EpochContext, Method, OptimizerSpec, hook
+from tagless.methods.logo import Logo, LogoConfig
+from tagless.methods.mls import MLS, MlsConfig
 from tagless.methods.moco import MoCo, MocoConfig
 from tagless.methods.sela import SeLa, SelaConfig
 from tagless.methods.simsiam import SimSiam, SimSiamConfig
+from tagless.methods.swav import SwAV, SwavConfig
 
-METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "simsiam": SimSiam, "sela": SeLa}
+METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "simsiam": SimSiam, "sela": SeLa, "swav": SwAV, "logo": Logo, "mls": MLS}
 
 
 def build_method(cfg: MethodConfig, backbone: nn.Module, views, data: DataInfo, seed: int = 0) -> nn.Module:
@@ -27,5 +30,5 @@ def build_method(cfg: MethodConfig, backbone: nn.Module, views, data: DataInfo, 
     return METHODS[cfg.name](backbone, views, cfg, data, seed=seed)
 
 
-__all__ = ["METHODS", "Batch", "DataInfo", "EpochContext", "Method", "MethodConfig", "MoCo", "MocoConfig",
-           "OptimizerSpec", "SeLa", "SelaConfig", "SimSiam", "SimSiamConfig", "build_method", "hook"]
+__all__ = ["METHODS", "Batch", "DataInfo", "EpochContext", "Logo", "LogoConfig", "MLS", "Method", "MethodConfig", "MlsConfig", "MoCo", "MocoConfig",
+           "OptimizerSpec", "SeLa", "SelaConfig", "SimSiam", "SimSiamConfig", "SwAV", "SwavConfig", "build_method", "hook"]

@@ -147,7 +147,7 @@ def sinkhorn(
         col_max = torch.maximum(col_max, (s - row_max[b, None]).amax(dim=0))
     col_max = reduce_max(col_max)
     live = torch.isfinite(col_max)  # a column of -inf logits everywhere can hold no mass
-    if not live.any():
+    if check_inputs and not live.any():
         raise TaglessError("sinkhorn: every column is -inf")
     c = torch.where(live, c, torch.zeros_like(c))
     c = c / c.sum()

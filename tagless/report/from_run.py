@@ -23,13 +23,18 @@ def _single_label(x_tr, y_tr, x_te, y_te, classes, out_dir, device, k, temperatu
     return section, rows
 
 
-def _multi_label(x_tr, y_tr, x_te, y_te, classes, out_dir, device) -> tuple[dict, list[dict]]:
+def multilabel_probe_rows(x_tr, y_tr, x_te, y_te, device="cpu") -> tuple[list[dict], np.ndarray]:
+    """The one-vs-rest linear probe's mAP@class / mAP@sample row and its test scores."""
     from tagless.eval import linear_probe, map_class, map_sample
 
     probe = linear_probe(x_tr, y_tr, x_te, y_te, protocol="val", device=device)
     scores = probe.model.decision_function(torch.as_tensor(x_te, device=device)).cpu().numpy()
-    rows = [{"evaluation": f"one-vs-rest linear probe (L2 {probe.l2:.1e})",
-             "mAP@class (%)": 100 * map_class(scores, y_te), "mAP@sample (%)": 100 * map_sample(scores, y_te)}]
+    return [{"evaluation": f"one-vs-rest linear probe (L2 {probe.l2:.1e})",
+             "mAP@class (%)": 100 * map_class(scores, y_te), "mAP@sample (%)": 100 * map_sample(scores, y_te)}], scores
+
+
+def _multi_label(x_tr, y_tr, x_te, y_te, classes, out_dir, device) -> tuple[dict, list[dict]]:
+    rows, scores = multilabel_probe_rows(x_tr, y_tr, x_te, y_te, device)
     section = multilabel_section("Frozen backbone on the held-out split", scores, y_te, classes, out_dir,
                                  results_table=rows, features=x_te)
     return section, rows
@@ -63,7 +68,9 @@ def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k
     if ckpt.is_file():
         from tagless.labels import cluster_sections
 
-        sections += cluster_sections(run_dir, report_dir(run_dir))
+        from tagless.report.neighbours import neighbour_sections
+
+        sections += cluster_sections(run_dir, report_dir(run_dir)) + neighbour_sections(run_dir, report_dir(run_dir))
     path = write_report(run_dir, sections, embed=embed)
     (run_dir / "results.json").write_text(json.dumps({"evaluations": rows}, indent=2, default=float))
     return {"report": str(path), "results": rows}
