@@ -194,3 +194,30 @@ def test_bad_inputs_raise():
     xn[0, 0] = np.nan
     with pytest.raises(TaglessError):
         fit_linear(xn, y, 1e-2)
+
+
+def test_a_diverged_warm_started_fit_is_redone_without_memory(monkeypatch):
+    """fp32 curvature pairs from tiny steps can send L-BFGS to NaN at one L2 value (seen on
+    real features at l2 = 1 after a path from 1e5): that value is fitted again from where it
+    began with an empty memory, and the sweep equals a cold one."""
+    x, y = _blobs(n=400, dim=20, classes=3, sep=0.5, seed=6)
+    values = np.logspace(-3, 1, 5)
+    kw = dict(dtype=torch.float64, tol=1e-8, tol_change=0)
+    cold = linear_sweep(x[:200], y[:200], x[200:], y[200:], values, warm_start=False, **kw)
+    real_step, calls = torch.optim.LBFGS.step, []
+
+    def poisoned_step(self, closure):  # the third fit (l2 = 0.1) leaves its parameters NaN
+        out = real_step(self, closure)
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                for p in self.param_groups[0]["params"]:
+                    p.fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.LBFGS, "step", poisoned_step)
+    warm = linear_sweep(x[:200], y[:200], x[200:], y[200:], values, **kw)
+    assert len(calls) == len(values) + 1  # one fit redone
+    assert np.isfinite(warm.scores).all()
+    np.testing.assert_allclose(warm.scores, cold.scores, atol=2 / 200)
+    torch.testing.assert_close(warm.best_model.weight, cold.best_model.weight, atol=1e-5, rtol=0)

@@ -304,8 +304,19 @@ class LBFGSPath:
 
         state = self.opt.state.get(self.v) or {}
         start = int(state.get("n_iter", 0))
+        v0, c0 = self.v.detach().clone(), self.c.detach().clone()
         with threads_for(problem):
             self.opt.step(closure)
+            if not (torch.isfinite(self.v).all() and torch.isfinite(self.c).all()):
+                # fp32 curvature pairs from tiny steps (y.s ~ 1e-9) can blow the quasi-Newton
+                # direction up; start this L2 value again from where it began, without memory
+                with torch.no_grad():
+                    self.v.copy_(v0)
+                    self.c.copy_(c0)
+                self.opt.state.clear()
+                evaluated.clear()
+                cached, start = None, 0
+                self.opt.step(closure)
         n_iter = int(self.opt.state[self.v].get("n_iter", 0)) - start
         for value, data, v, c in reversed(evaluated):
             if torch.equal(v, self.v) and torch.equal(c, self.c):
