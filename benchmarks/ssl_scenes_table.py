@@ -42,6 +42,8 @@ METHOD_RUNS = {
     "mls": ("MLS (BCE, Eq. 9)", "mls_scenes", []),
     "mls_knn": ("MLS, kNN-softmax (Eq. 14)", "mls_scenes", ["method.loss=knn_softmax"]),
     "mls_bce_pos": ("MLS, BCE-pos (Eq. 15)", "mls_scenes", ["method.loss=bce_pos"]),
+    "mls_late": ("MLS, term from epoch 25, weight 0.3", "mls_scenes",
+                 ["method.mls_start_epochs=25", "method.mls_weight=0.3"]),
     "simsiam": ("SimSiam", "moco_scenes", ["method.name=simsiam"]),
     "simsiam_logo": ("SimSiam-LoGo", "simsiam_logo_scenes", []),
     "moco_logo": ("MoCo-LoGo", "logo_scenes", []),

@@ -327,7 +327,7 @@ def test_scene_recipes_differ_only_in_the_method():
         {k: v for k, v in moco["method"].items() if k != "name"}
     for d in (moco, mls):
         d.pop("method"), d.pop("name")
-    assert moco == mls and moco["data"]["source"] == "digit_scenes" and moco["train"]["epochs"] == 30
+    assert moco == mls and moco["data"]["source"] == "digit_scenes" and moco["train"]["epochs"] == 50
 
 
 @pytest.fixture(scope="module")
@@ -415,3 +415,18 @@ def test_queue_neighbours_brute_force_over_filled_entries():
         assert pos[b].tolist() == [j for _, j in scored]
         assert sim[b].tolist() == pytest.approx([s for s, _ in scored], abs=1e-5)
     assert queue_neighbours(feats, queue, filled=2, k=3)[0].shape == (3, 2)  # k is capped by the filled entries
+
+
+def test_mls_term_waits_for_its_start_epoch():
+    """``mls_start_epochs``: plain MoCo-v2 (InfoNCE alone) before that epoch, the term after."""
+    method = make_mls(queue_size=24, topk=4, mls_start_epochs=2)
+    images = make_images(N)
+    for step in range(2):  # fill the queue: 16 entries, k = 4
+        method.step(batch(images, torch.arange(N), step))
+        method.after_step()
+    for epoch, on in ((0, False), (1, False), (2, True), (3, True)):
+        b = batch(images, torch.arange(N), 2)
+        b = type(b)(b.images, b.index, b.target, b.step, epoch, b.generator)
+        loss, logs = method.step(b)
+        assert (float(logs["mls"]) > 0) == on
+        assert torch.allclose(loss, logs["infonce"] + (logs["mls"] if on else 0), atol=1e-6)

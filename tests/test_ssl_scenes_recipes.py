@@ -58,3 +58,16 @@ def test_scene_recipe_runs_on_a_coco_folder(recipe, coco_folder, tmp_path, capsy
     probe = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     text = json.dumps(probe)
     assert "mAP" in text and "nan" not in text.lower()
+
+
+def test_scene_recipes_share_data_backbone_optimiser_epochs_and_seed():
+    from tagless import config_io
+    from tagless.config import load_config
+
+    sections = {}
+    for recipe in RECIPES:
+        d = config_io.to_dict(load_config(recipe))
+        sections[recipe] = {k: d[k] for k in ("seed", "data", "model", "optim", "train")}
+    reference = sections["moco_scenes"]
+    assert all(s == reference for s in sections.values())
+    assert reference["train"]["epochs"] == 50 and reference["data"]["source"] == "digit_scenes"

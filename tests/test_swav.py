@@ -22,20 +22,13 @@ from tagless.augment import build_views
 from tagless.augment.recipes import multi_crop
 from tagless.errors import TaglessError
 from tagless.losses.swav import swav_loss
-from tagless.methods import METHODS, Batch
+from tagless.methods import Batch
 from tagless.methods import swav as swav_module
 from tagless.methods.swav import SwAV, SwavConfig
 from tagless.models import build_backbone
 
 B = 8
 SMALL = dict(proj_hidden_dim=32, proj_dim=16, num_prototypes=12, freeze_prototypes_iters=0)
-
-
-@pytest.fixture(autouse=True)
-def swav_registered():
-    METHODS["swav"] = SwAV
-    yield
-    METHODS.pop("swav", None)
 
 
 def fixed_views(images, generator):
@@ -331,7 +324,7 @@ def test_recipe_trains_and_logs_finite_losses(tmp_path):
 
     cfg = load_config("swav_scenes")
     assert isinstance(cfg.method, SwavConfig) and cfg.data.source == "digit_scenes" and cfg.views.recipe == "multi_crop"
-    assert (cfg.views.global_size, cfg.views.local_size, cfg.views.flip_p, cfg.train.epochs) == (32, 16, 0.0, 30)
+    assert (cfg.views.global_size, cfg.views.local_size, cfg.views.flip_p, cfg.train.epochs) == (32, 16, 0.0, 50)
     cfg = load_config("swav_scenes", [
         f"out_dir={tmp_path}", "name=tiny", "data.scene_count=64", "data.image_size=16", "model.width=0.125",
         "views.global_size=16", "views.local_size=8", "views.num_local=2", "train.epochs=1", "train.batch_size=16",

@@ -47,13 +47,16 @@ class MlsConfig(MocoConfig):
     topk: int = 20  # k: positives per query, mined from Q_g
     mls_weight: float = 1.0  # loss = InfoNCE + mls_weight x MLS term
     mls_temperature: float = 0.0  # tau of the MLS term; 0 = method.temperature
+    mls_start_epochs: int = 0  # epochs of plain MoCo-v2 before the MLS term joins (0 = from the start)
 
     def validate(self) -> None:
         super().validate()
         if self.loss not in MLS_LOSSES:
             raise TaglessError(f"method.loss: expected one of {', '.join(MLS_LOSSES)}, got {self.loss!r}")
-        if not 1 <= self.topk <= self.queue_size or self.mls_weight < 0 or self.mls_temperature < 0:
-            raise TaglessError("method (mls): need 1 <= topk <= queue_size, mls_weight >= 0, mls_temperature >= 0")
+        if (not 1 <= self.topk <= self.queue_size or self.mls_weight < 0 or self.mls_temperature < 0
+                or self.mls_start_epochs < 0):
+            raise TaglessError("method (mls): need 1 <= topk <= queue_size, mls_weight, mls_temperature and "
+                               "mls_start_epochs >= 0")
 
 
 class MLS(MoCo):
@@ -90,7 +93,8 @@ class MLS(MoCo):
         crops = self.views(batch.images, batch.generator).crops
         bank_z, bank_g = self.queue.items.clone(), self.queue_g.items.clone()
         filled = self.queue.filled.clone()
-        active = filled >= self.cfg.topk  # a tensor: no host sync
+        # a tensor condition (no host sync); the epoch is a host int
+        active = (filled >= self.cfg.topk) & (batch.epoch >= self.cfg.mls_start_epochs)
         # Before k entries exist the term is computed over the whole (random) queue, so it stays
         # finite, and multiplied by 0: the step has no data-dependent branch.
         valid = (torch.arange(bank_z.shape[0], device=bank_z.device) < filled) | ~active
