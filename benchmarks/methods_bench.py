@@ -22,9 +22,10 @@ from tagless.tables import format_table
 from train_bench import WARMUP_STEPS, host_reads_per_step, time_trainer
 
 
-def method_config(recipe: str, extra: list[str], args, out_dir: str, steps: int):
+def method_config(key: str, args, out_dir: str, steps: int):
+    _, recipe, extra = METHOD_RUNS[key]
     return load_config(recipe, [
-        *extra, f"out_dir={out_dir}", f"name=bench-{recipe}", f"device={args.device}",
+        *extra, f"out_dir={out_dir}", f"name=bench-{key}", f"device={args.device}",
         f"data.image_size={args.size}", f"views.global_size={args.size}", f"model.width={args.width}",
         f"train.batch_size={args.batch}", "train.epochs=1000", f"train.max_steps={steps}",
         "train.knn_every_epochs=0", "train.checkpoint_every_steps=100000", "train.log_every_steps=10",
@@ -45,10 +46,10 @@ def main() -> None:
     rows, reference = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.only:
-            label, recipe, extra = METHOD_RUNS[key]
-            cfg = method_config(recipe, extra, args, tmp, args.steps + WARMUP_STEPS)
+            label = METHOD_RUNS[key][0]
+            cfg = method_config(key, args, tmp, args.steps + WARMUP_STEPS)
             rate = time_trainer(cfg, device)
-            reads = host_reads_per_step(method_config(recipe, extra, args, tmp + "/reads", 6))
+            reads = host_reads_per_step(method_config(key, args, f"{tmp}/reads-{key}", 6))
             crops = cfg.views.num_global + cfg.views.num_local
             reference = reference or (rate if key == "moco" else None)
             rows.append({"method": label, "crops": f"{cfg.views.num_global}x{cfg.views.global_size}"

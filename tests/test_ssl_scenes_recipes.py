@@ -44,7 +44,7 @@ def coco_folder(tmp_path_factory):
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_scene_recipe_runs_on_a_coco_folder(recipe, coco_folder, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data = [f"data.source=coco", f"data.root={coco_folder}/{{split}}",
+    data = ["data.source=coco", f"data.root={coco_folder}/{{split}}",
             f"data.annotations={coco_folder}/instances_{{split}}.json"]
     tiny = ["data.image_size=16", "views.global_size=16", "model.width=0.125", "train.epochs=2",
             "train.batch_size=16", "train.knn_every_epochs=1", "out_dir=runs", f"name={recipe}"]
