@@ -24,7 +24,7 @@ COLUMNS = ["features", "kNN top-1 (%)", "linear top-1 (%)", "k-means NMI (%)", "
            "images/s", "wall (s)"]
 # Multi-label self-supervision on digit scenes: the bundled recipes, shortened for the demo.
 SCENE_CONFIGS = ("moco_scenes", "mls_scenes")
-SCENE_SIZE = ["data.scene_count=1000", "train.epochs=20"]
+SCENE_SIZE = ["data.scene_count=1000", "train.epochs=12"]
 SCENE_COLUMNS = ["features", "mAP@class (%)", "mAP@sample (%)", "final loss", "images/s", "wall (s)"]
 
 
