@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ddp_helpers import run_in_processes
+from swav_reference import swav_codes
 from tagless.errors import TaglessError
 from tagless.ot import sinkhorn
 
@@ -110,21 +111,6 @@ def test_warm_start_and_inplace():
     mine = logits.clone()
     res = sinkhorn(mine, lam=25.0, tol=1e-10, max_iters=20000, output="probs", inplace=True)
     assert res.probs is mine and torch.allclose(mine, cold.probs, atol=1e-12)
-
-
-def swav_codes(scores, eps=0.05, iters=3):
-    """SwAV's distributed_sinkhorn (Caron et al. 2020, Algorithm 1 / official code), one process,
-    written out: Q = exp(scores / eps)^T, normalised; per iteration rows (prototypes) then
-    columns (samples); returns (Q * B)^T."""
-    q = torch.exp(scores.double() / eps).T
-    q /= q.sum()
-    k, b = q.shape
-    for _ in range(iters):
-        q /= q.sum(dim=1, keepdim=True)
-        q /= k
-        q /= q.sum(dim=0, keepdim=True)
-        q /= b
-    return (q * b).T
 
 
 def test_swav_per_batch_codes():

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from ddp_helpers import run_in_processes
+import swav_reference
 from run_helpers import records
 from tagless import distributed as dist
 from tagless.augment import build_views
@@ -54,18 +55,8 @@ def batch(x: torch.Tensor, step: int = 0, epoch: int = 0) -> Batch:
 
 
 def swav_codes(scores: torch.Tensor, eps: float = 0.05, iters: int = 3) -> torch.Tensor:
-    """SwAV's sinkhorn (official main_swav.py, one process), written out: Q = exp(scores / eps)^T
-    normalised to sum 1; per iteration rows (prototypes) to 1/K, then columns (samples) to 1/B;
-    the codes are (Q * B)^T."""
-    q = torch.exp(scores.double() / eps).T
-    q /= q.sum()
-    k, b = q.shape
-    for _ in range(iters):
-        q /= q.sum(dim=1, keepdim=True)
-        q /= k
-        q /= q.sum(dim=0, keepdim=True)
-        q /= b
-    return (q * b).T.float()
+    """SwAV's codes by its own formula (tests/swav_reference.py), in float32."""
+    return swav_reference.swav_codes(scores, eps, iters).float()
 
 
 def spy_loss(monkeypatch) -> dict:

@@ -40,7 +40,11 @@ class LoadedBackbone:
 
 def load_backbone(path: str | Path, device: torch.device | str = "cpu") -> LoadedBackbone:
     """Rebuild the backbone of a tagless checkpoint (eval mode) with its eval preprocessing."""
-    ckpt = load_checkpoint(path, map_location="cpu")
+    return backbone_from_checkpoint(load_checkpoint(path, map_location="cpu"), path, device)
+
+
+def backbone_from_checkpoint(ckpt: dict, path: str | Path, device: torch.device | str = "cpu") -> LoadedBackbone:
+    """:func:`load_backbone` from a checkpoint already read from ``path``."""
     backbone = build_backbone(ckpt["backbone_name"], **ckpt["backbone_kwargs"])
     backbone.load_state_dict(ckpt["backbone"])
     views = config_io.from_dict(ViewsConfig, ckpt.get("config", {}).get("views", {}), prefix="views")

@@ -39,7 +39,7 @@ def neighbour_sections(run_dir, out_dir, queries: int = 6, k: int = 8, seed: int
     from tagless.config import config_from_dict
     from tagless.data import build_dataset
     from tagless.engine.checkpoint import load_checkpoint
-    from tagless.eval.features import compute_features, load_backbone
+    from tagless.eval.features import backbone_from_checkpoint, compute_features
     from tagless.report import plots
 
     path = Path(run_dir) / "checkpoints" / "last.pt"
@@ -54,7 +54,7 @@ def neighbour_sections(run_dir, out_dir, queries: int = 6, k: int = 8, seed: int
     if filled == 0:
         return [{"title": "MLS neighbours", "text": "The queue Q_g of the last checkpoint is still empty."}]
     dataset = build_dataset(config_from_dict(ckpt["config"]).data, "train")
-    loaded = load_backbone(path)
+    loaded = backbone_from_checkpoint(ckpt, path)
     prefix = "encoder_k.net.0."
     key_backbone = {name[len(prefix):]: v for name, v in state.items() if name.startswith(prefix)}
     if key_backbone:
