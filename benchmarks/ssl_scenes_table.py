@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tagless.compare import mean_difference
 from tagless.config import load_config
 from tagless.data import build_dataset
 from tagless.device import device_name
@@ -114,10 +115,8 @@ def summarise(per_seed: list[dict[str, dict]]) -> list[dict]:
             v = values(name, col)
             row[col] = f"{v.mean():.1f} +- {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
         if ref and name != ref and len(per_seed) > 1:
-            a, b = values(name, MAP), values(ref, MAP)
-            se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-            diff = a.mean() - b.mean()
-            row["vs MoCo-v2 mAP"] = f"{diff:+.1f}" + (" (beyond noise)" if abs(diff) > 2 * se else " (noise)")
+            diff, _, verdict = mean_difference(values(name, MAP), values(ref, MAP))
+            row["vs MoCo-v2 mAP"] = f"{diff:+.1f} ({verdict})"
         table.append(row)
     return table
 

@@ -1,4 +1,4 @@
-"""The ``tagless`` command: demo, train, eval, data, labels, report (compare arrives with its issue)."""
+"""The ``tagless`` command: demo, train, eval, data, labels, report, compare."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def _cmd_demo(args) -> dict:
     return run_demo(out_dir=args.out_dir, epochs=args.epochs, overrides=args.overrides)
 
 
-MONITOR_COLUMNS = {"knn_top1": "kNN top-1 (%)", "map_class": "mAP@class (%)", "pseudo_nmi": "pseudo-label NMI (%)"}
+MONITOR_COLUMNS = {"knn_top1": "kNN top-1 (%)", "map_class": "mAP@class (%)", "map_sample": "mAP@sample (%)",
+                   "pseudo_nmi": "pseudo-label NMI (%)"}
+TEST_COLUMNS = {"map_class": "mAP@class", "map_sample": "mAP@sample", "map_small": "mAP small"}
 
 
 def _cmd_train(args) -> dict:
@@ -33,10 +35,11 @@ def _cmd_train(args) -> dict:
     result = train(cfg, resume=args.resume)
     row = {"method": cfg.method.name, "steps": result.steps, "epochs": result.epochs, "final loss": result.final_loss,
            **{MONITOR_COLUMNS.get(k, k): v for k, v in result.monitor.items()},
+           **{f"test {TEST_COLUMNS[k]}": v for k, v in result.test.items() if k in TEST_COLUMNS},
            "images/s": result.images_per_s, "wall (s)": result.wall_s}
     print(format_table([row], title=f"tagless train {cfg.name}"))
     print(f"run directory: {result.run_dir}")
-    return row | {"run_dir": str(result.run_dir)}
+    return row | {"run_dir": str(result.run_dir), "test": result.test}
 
 
 def _help_config(section: str) -> dict:
@@ -71,6 +74,24 @@ def _cmd_labels(args) -> dict:
     from tagless.labels import export_labels
 
     return export_labels(args.run_dir, args.out)
+
+
+def _cmd_compare(args) -> dict:
+    from tagless.compare import load_spec, run_compare
+
+    spec = load_spec(args.config, args.set, args.seeds, args.name)
+    try:
+        result = run_compare(spec, rerun=args.rerun, dry_run=args.dry_run)
+    except KeyboardInterrupt:
+        print("tagless compare: run the same command again to continue (finished runs are reused)", file=sys.stderr)
+        raise
+    if result["failed"]:  # the table and the JSON line stand; the exit status says a run failed
+        if args.json:
+            print(json.dumps(_json_safe(result), default=str, allow_nan=False))
+        first = result["failed"][0]
+        raise TaglessError(f"{len(result['failed'])} of {len(result['runs'])} runs failed (first: {first['variant']} "
+                           f"seed {first['seed']}: {first['error']}); run the command again to retry them")
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--out", default=None, help="CSV path (default RUN_DIR/labels.csv)")
     p.set_defaults(func=_cmd_labels)
+
+    p = sub.add_parser("compare", help="train the variants of a compare file over seeds: a table (mean +- std), "
+                                       "plots and OUT_DIR/NAME/report.html")
+    p.add_argument("config", help="a compare YAML (base:, set:, seeds:, metrics:, reference:, variants:) or a bundled one")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="overrides for every run (after each variant's own)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the file's seeds")
+    p.add_argument("--name", default=None, help="replace the file's name (the folder under out_dir)")
+    p.add_argument("--rerun", action="store_true", help="retrain runs that already have a result")
+    p.add_argument("--dry-run", action="store_true", help="validate every run's config, list the runs and exit")
+    p.set_defaults(func=_cmd_compare)
 
     from tagless.eval.commands import add_eval_parser
 

@@ -13,9 +13,16 @@ from tagless import config_io
 from tagless.augment import ViewsConfig
 from tagless.data import DataConfig
 from tagless.engine.config import OptimConfig, TrainConfig
+from tagless.data.label_modes import LabelsConfig
 from tagless.errors import TaglessError
-from tagless.methods import MethodConfig, MocoConfig
+from tagless.losses.registry import LossConfig
+from tagless.methods import METHODS, MethodConfig, MocoConfig
 from tagless.models import ModelConfig
+
+
+def default_loss() -> LossConfig:
+    """BCE, the full-label baseline of papers 001 and 003."""
+    return LossConfig.variants()["bce"]()
 
 
 @dataclass
@@ -28,12 +35,18 @@ class RunConfig:
     views: ViewsConfig = field(default_factory=ViewsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MocoConfig)  # tagged union: {name: moco, <moco's fields>}
+    labels: LabelsConfig = field(default_factory=LabelsConfig)  # full / partial / single-positive labels
+    loss: LossConfig = field(default_factory=default_loss)  # tagged union; read by method multilabel
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise TaglessError(f"name: must be a non-empty folder name, got {self.name!r}")
+        uses_loss = getattr(METHODS.get(self.method.name), "uses_loss", False)
+        if not uses_loss and config_io.to_dict(self.loss) != config_io.to_dict(default_loss()):
+            raise TaglessError(f"loss: method {self.method.name} has its own loss; the loss section is read by "
+                               f"method.name=multilabel")
 
     @property
     def run_dir(self) -> Path:
@@ -83,7 +96,8 @@ def describe_section(section: str) -> dict[str, list[dict]]:
                     row["default"] = ", ".join(f"{r}: {v}" for r, v in values.items())
         return {"views (unset fields take the recipe's value)": rows}
 
-    plain = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+    plain = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig,
+             "labels": LabelsConfig}
     if section in plain:
         return {section: config_io.describe(plain[section])}
     if section == "views":
@@ -95,12 +109,18 @@ def describe_section(section: str) -> dict[str, list[dict]]:
         if name not in METHODS:
             raise TaglessError(f"--help-config: unknown method {name!r} (valid: {', '.join(METHODS)})")
         return method_tables([name])
+    if section == "loss" or section.startswith("loss."):
+        variants = LossConfig.variants()
+        names = list(variants) if section == "loss" else [section.split(".", 1)[1]]
+        if names[0] not in variants:
+            raise TaglessError(f"--help-config: unknown loss {names[0]!r} (valid: {', '.join(variants)})")
+        return {f"loss (name: {n})": config_io.describe(variants[n]) for n in names}
     if section == "run":
         return {"run": config_io.describe(RunConfig)}
     if section == "all":
         tables = {"run": config_io.describe(RunConfig)}
-        for name in ("data", "views", "model", "method", "optim", "train"):
+        for name in ("data", "views", "model", "method", "labels", "loss", "optim", "train"):
             tables.update(describe_section(name))
         return tables
     raise TaglessError(f"--help-config: unknown section {section!r} (valid: run, data, views, model, method, "
-                       f"method.NAME, optim, train, all)")
+                       f"method.NAME, labels, loss, loss.NAME, optim, train, all)")

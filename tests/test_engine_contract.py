@@ -214,6 +214,7 @@ METHOD_EXTRA = {
     "logo": ["views.recipe=logo", "views.local_size=8", "method.queue_size=32"],
     "mls": ["method.queue_size=32", "method.topk=4"],
     "sela": ["method.num_clusters=10", "method.num_heads=2"],
+    "multilabel": ["data.source=digit_scenes", "data.scene_count=120", "views.recipe=multilabel"],
 }
 
 

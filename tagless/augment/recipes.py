@@ -4,7 +4,8 @@
 ``multi_crop`` and ``logo`` share one pipeline, in MoCo-v2 order: random resized crop (flip
 folded into the crop grid), colour jitter, grayscale, Gaussian blur, solarize, normalise; they
 differ in counts, sizes and scales (``RECIPES``). ``eval`` is deterministic: a centred
-crop resized to ``global_size``, then normalise.
+crop resized to ``global_size``, then normalise. ``multilabel`` (Verelst et al. WACV 2023, supp. A)
+is one square random resized crop plus a flip, no colour ops; its test view is the squished image.
 
 Why it is fast: the batch is converted to float once; the views of one kind (same size, same
 settings) are made together, k crops per image from one ``grid_sample`` call and each later op
@@ -50,6 +51,15 @@ RECIPES: dict[str, dict] = {
     # ImageNet-100: global_size=224, local_size=96, local_scale=(0.05, 0.4), blur_p=0.5.
     "logo": {**_TWO_VIEWS, "num_local": 2, "global_scale": (0.4, 1.0), "local_scale": (0.08, 0.6),
              "local_size": 32, "blur_p": 0.0},
+    # Multi-label classification, Verelst et al. (WACV 2023) supp. A: ONE global view, a square
+    # random resized crop with scale (0.25, 1) then a flip; no colour jitter, grayscale, blur or
+    # solarize. The paper squishes to 1.5x the training size first: here the source image IS the
+    # squished image (set data.image_size = 1.5 x global_size, e.g. 48 for 32), so crop boxes are
+    # in its pixels (the SCL heatmap store covers it whole). Test view: squish (the whole square
+    # image resized to global_size, eval_crop_fraction 1.0).
+    "multilabel": {**_TWO_VIEWS, "num_global": 1, "global_scale": (0.25, 1.0), "ratio": (1.0, 1.0),
+                   "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0,
+                   "flip_p": 0.5, "eval_crop_fraction": 1.0},
     # Evaluation: no randomness; one centred crop resized to global_size, normalised.
     "eval": {**_TWO_VIEWS, "num_global": 1, "jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0,
              "solarize_p": 0.0, "flip_p": 0.0},
@@ -60,7 +70,7 @@ RECIPES: dict[str, dict] = {
 class ViewsConfig:
     """How a batch becomes views. Unset fields take the recipe's values (``RECIPES``)."""
 
-    recipe: str = "two_views"  # two_views (MoCo-v2) | multi_crop (SwAV) | logo | eval
+    recipe: str = "two_views"  # two_views (MoCo-v2) | multi_crop (SwAV) | logo | multilabel | eval
     global_size: int | None = None  # side of global crops (and of the eval view)
     local_size: int | None = None  # side of local crops
     num_global: int | None = None  # global crops per image
@@ -98,8 +108,8 @@ class ViewsConfig:
         for key in ("global_size", "local_size", "num_global"):
             if getattr(self, key) < 1:
                 bad(key, f"must be >= 1, got {getattr(self, key)}")
-        if self.recipe == "two_views" and self.num_local != 0:
-            bad("num_local", "recipe two_views has no local crops; use recipe multi_crop or logo")
+        if self.recipe in ("two_views", "multilabel") and self.num_local != 0:
+            bad("num_local", f"recipe {self.recipe} has no local crops; use recipe multi_crop or logo")
         if self.recipe in ("multi_crop", "logo") and self.num_local < 1:
             bad("num_local", f"recipe {self.recipe} needs local crops (>= 1)")
         for key in ("global_scale", "local_scale", "ratio", "blur_sigma"):

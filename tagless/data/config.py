@@ -45,6 +45,7 @@ class DataConfig:
     scene_digit_size: tuple[int, int] = (12, 28)  # min, max digit side in pixels
     scene_max_overlap: float = 0.2  # max fraction of the smaller digit square covered
     scene_noise_std: float = 0.0  # gaussian background noise, in uint8 grey levels
+    object_size_thresholds: tuple[float, float] = (1024.0, 9216.0)  # COCO's small/medium/large limits in original pixels^2
 
     def validate(self) -> None:
         """Called by the config loader: the source must be registered and values in range."""
@@ -90,6 +91,10 @@ def check_data_config(cfg: DataConfig) -> None:
         raise TaglessError(f"data.scene_max_overlap must be in [0, 1], got {cfg.scene_max_overlap}")
     if cfg.scene_noise_std < 0:
         raise TaglessError(f"data.scene_noise_std must be >= 0, got {cfg.scene_noise_std}")
+    sizes = tuple(cfg.object_size_thresholds)
+    if len(sizes) != 2 or not 0 < sizes[0] < sizes[1]:
+        raise TaglessError(f"data.object_size_thresholds must be (small, large) with 0 < small < large, "
+                           f"got {sizes}")
 
 
 def check_split(split: str) -> None:

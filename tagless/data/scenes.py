@@ -33,9 +33,10 @@ def digit_scenes(digits: np.ndarray, labels: np.ndarray, count: int, image_size:
     at a random place where it covers at most `max_overlap` of any smaller placed digit (or
     is dropped after 30 tries; the first digit always fits). targets: int8 count x
     num_classes, 1 for each digit class present, else 0; boxes: the tight box of each
-    digit's non-zero pixels, class index. `seed` is anything np.random.default_rng takes;
-    scene i depends only on the seed and the scenes before it, so a smaller count gives a
-    prefix of a larger one."""
+    digit's non-zero pixels, class index; extras['area']: each box's area in pixels (the
+    scene is drawn at image_size, so these are original pixels). `seed` is anything
+    np.random.default_rng takes; scene i depends only on the seed and the scenes before it,
+    so a smaller count gives a prefix of a larger one."""
     rng = np.random.default_rng(seed)
     s_img = int(image_size)
     lo, hi = min(digit_size[0], s_img), min(digit_size[1], s_img)
@@ -74,5 +75,6 @@ def digit_scenes(digits: np.ndarray, labels: np.ndarray, count: int, image_size:
             canvas[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         boxes.append(np.asarray(scene_boxes, np.float32).reshape(-1, 5))
     images = np.repeat(canvas[..., None], 3, axis=3)
+    area = [((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).astype(np.float32) for b in boxes]
     return ImageDataset(images=images, targets=targets, classes=[str(d) for d in range(num_classes)],
-                        label_kind="multi", boxes=boxes, name="digit_scenes")
+                        label_kind="multi", boxes=boxes, name="digit_scenes", extras={"area": area})

@@ -29,8 +29,9 @@ def _histogram(values: np.ndarray) -> dict[str, int]:
     return {str(i): int(c) for i, c in enumerate(counts) if c}
 
 
-def split_facts(ds: ImageDataset, image_size: int) -> dict:
-    """Counts of one split (numbers stay numbers, for ``--json``)."""
+def split_facts(ds: ImageDataset, image_size: int, size_thresholds: tuple[float, float] = (1024.0, 9216.0)) -> dict:
+    """Counts of one split (numbers stay numbers, for ``--json``); objects are counted as
+    small / medium / large by their area in original pixels (``size_thresholds``)."""
     t = np.asarray(ds.targets)
     facts = {"images": len(ds), "label_kind": ds.label_kind,
              "class_counts": dict(zip(ds.classes, class_counts(ds).tolist()))}
@@ -46,7 +47,8 @@ def split_facts(ds: ImageDataset, image_size: int) -> dict:
         per_image = np.array([len(b) for b in ds.boxes])
         facts["boxes_per_image"] = {"mean": float(per_image.mean()), "histogram": _histogram(per_image)}
         if t.ndim == 2:
-            bucket, names, _ = object_size_buckets(t, ds.boxes, image_size)
+            bucket, names, _ = object_size_buckets(t, ds.boxes, image_size, thresholds=size_thresholds,
+                                                   areas=ds.extras.get("area"))
             facts["object_sizes"] = {n: int((bucket == i).sum()) for i, n in enumerate(names)}
     if ds.source_sizes is not None and len(ds.source_sizes):
         w, h = ds.source_sizes[:, 0], ds.source_sizes[:, 1]
@@ -114,7 +116,7 @@ def data_facts(cfg: DataConfig) -> tuple[dict, dict[str, ImageDataset]]:
     for split in ("train", "test"):
         try:
             datasets[split] = build_dataset(cfg, split)
-            splits[split] = split_facts(datasets[split], cfg.image_size)
+            splits[split] = split_facts(datasets[split], cfg.image_size, tuple(cfg.object_size_thresholds))
         except TaglessError as e:
             if split == "train":
                 raise

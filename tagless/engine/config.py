@@ -12,6 +12,7 @@ class OptimConfig:
     name: str = "sgd"  # sgd | lars | adamw
     lr_per_256: float = 0.03  # lr = lr_per_256 * global_batch / 256 (the linear scaling rule)
     momentum: float = 0.9
+    nesterov: bool = False  # sgd: Nesterov momentum (paper 001's recipe)
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)  # adamw
     lars_eta: float = 0.02  # LARS trust coefficient

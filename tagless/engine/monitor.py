@@ -19,7 +19,7 @@ from tagless.engine.features import extract_features
 from tagless.methods.contract import hook
 
 MULTI_KINDS = ("multi", "partial", "single_positive")
-MONITOR_KEYS = ("knn_top1", "map_class", "pseudo_nmi")  # what ``monitor`` returns
+MONITOR_KEYS = ("knn_top1", "map_class", "map_sample", "pseudo_nmi")  # what ``monitor`` returns
 
 
 class _ClassScores(nn.Module):
@@ -43,13 +43,22 @@ def _bank_indices(train_set, cfg) -> np.ndarray:
     return idx
 
 
-def monitor(method: nn.Module, train_set, held_out, cfg, device: torch.device) -> dict[str, float]:
-    """The monitor's numbers (percentages), keyed ``knn_top1``, ``map_class``, ``pseudo_nmi``."""
-    from tagless.eval import knn_multilabel_scores, knn_predict, map_class, nmi
-
+def _features(module: nn.Module, images, cfg, device: torch.device) -> torch.Tensor:
     views = cfg.views
-    features = lambda module, images: extract_features(module, images, views.global_size, views.mean, views.std,
-                                                       device=device, crop_fraction=views.eval_crop_fraction)
+    return extract_features(module, images, views.global_size, views.mean, views.std, device=device,
+                            crop_fraction=views.eval_crop_fraction)
+
+
+def classifier_scores(method: nn.Module, images, cfg, device: torch.device) -> torch.Tensor:
+    """The method's own class logits (``class_scores``) of ``images`` in the run's eval view."""
+    return _features(_ClassScores(method), images, cfg, device)
+
+
+def monitor(method: nn.Module, train_set, held_out, cfg, device: torch.device) -> dict[str, float]:
+    """The monitor's numbers (percentages), keyed as :data:`MONITOR_KEYS`."""
+    from tagless.eval import knn_multilabel_scores, knn_predict, map_class, map_sample, nmi
+
+    features = lambda module, images: _features(module, images, cfg, device)
     out: dict[str, float] = {}
     kind = held_out.label_kind if held_out is not None else "none"
     if kind == "single" and train_set.label_kind == "single":
@@ -73,6 +82,7 @@ def monitor(method: nn.Module, train_set, held_out, cfg, device: torch.device) -
             scores = knn_multilabel_scores(bank, bank_targets, features(method.backbone, held_out.images),
                                            k=min(cfg.train.knn_k, len(bank_idx)), temperature=cfg.train.knn_temperature)
         out["map_class"] = 100 * map_class(scores.cpu(), targets.cpu())
+        out["map_sample"] = 100 * map_sample(scores.cpu(), targets.cpu())
     pseudo = hook(method, "pseudo_labels")
     labels = pseudo() if pseudo is not None else None
     if labels is not None and train_set.label_kind == "single":

@@ -82,7 +82,8 @@ def build_optimizer(cfg: OptimConfig, param_groups: list[dict], global_batch: in
     for g in groups:
         g["base_lr"] = lr * g["lr_scale"]
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.name == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, eta=cfg.lars_eta)
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

@@ -32,7 +32,8 @@ from tagless.engine.optim import ScheduledOptimizers
 from tagless.engine.progress import MetricsLog, progress_bar
 from tagless.engine.runinfo import run_info
 from tagless.errors import TaglessError
-from tagless.methods import Batch, DataInfo, build_method, hook
+from tagless.engine.label_setup import expected_positives, prepare_labels
+from tagless.methods import METHODS, Batch, DataInfo, build_method, hook
 from tagless.models import backbone_kwargs, build_backbone_from_config
 
 _NEVER = 2**62  # "no non-finite loss yet" in the on-device record of the first bad step
@@ -49,6 +50,7 @@ class TrainResult:
     wall_s: float
     history: list[dict] = field(default_factory=list)
     monitor: dict = field(default_factory=dict)  # the last online-monitor numbers
+    test: dict = field(default_factory=dict)  # a classifier's final numbers on the test split (%)
 
 
 def step_generator(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:
@@ -93,18 +95,24 @@ class Trainer:
         self.resume = resume
 
         self.train_set = build_dataset(cfg.data, "train")
-        self.held_out = build_dataset(cfg.data, "test") if cfg.train.knn_every_epochs else None
+        self.train_set, self.val_set, self.label_split = prepare_labels(cfg, self.train_set, self.run_dir, resume)
+        classifier = getattr(METHODS.get(cfg.method.name), "uses_loss", False)
+        self.test_set = build_dataset(cfg.data, "test") if cfg.train.knn_every_epochs or classifier else None
+        # The monitor watches the clean validation carve-out when there is one, else the test split.
+        self.held_out = (self.val_set or self.test_set) if cfg.train.knn_every_epochs else None
         try:
             self.sampler = EpochSampler(len(self.train_set), cfg.train.batch_size, cfg.seed, self.rank, self.world)
         except ValueError as e:
             raise TaglessError(str(e)) from None
         self.data = DeviceData(self.train_set.images, self.train_set.targets, self.device, cfg.train.preload_max_mb)
         self.data_info = DataInfo(len(self.train_set), list(self.train_set.classes), self.train_set.label_kind,
-                                  cfg.data.image_size, self.data.read, self.data.targets, self.train_set.paths)
+                                  cfg.data.image_size, self.data.read, self.data.targets, self.train_set.paths,
+                                  expected_positives(self.train_set, self.val_set, self.label_split))
         torch.manual_seed(cfg.seed)  # initialisation
         self.backbone = build_backbone_from_config(cfg.model)
         self.views = build_views(cfg.views)
-        self.method = build_method(cfg.method, self.backbone, self.views, self.data_info, seed=cfg.seed).to(self.device)
+        self.method = build_method(cfg.method, self.backbone, self.views, self.data_info, seed=cfg.seed,
+                                   loss=cfg.loss).to(self.device)
         if self._channels_last():
             self.method.to(memory_format=torch.channels_last)
         if cfg.train.compile:
@@ -246,11 +254,12 @@ class Trainer:
             done = [h for h in self.history if any(k in h for k in MONITOR_KEYS)]
             last_monitor = {k: v for k, v in done[-1].items() if k in MONITOR_KEYS} if done else {}
         images_seen = (self.step - steps.start) * cfg.train.batch_size
+        test = self.test_numbers()
         return TrainResult(
             run_dir=self.run_dir, steps=self.step, epochs=self.step // self.steps_per_epoch,
             final_loss=shown.get("loss", math.nan), knn_top1=last_monitor.get("knn_top1"),
             images_per_s=images_seen / wall if wall > 0 else 0.0, wall_s=wall, history=self.history,
-            monitor=last_monitor,
+            monitor=last_monitor, test=test,
         )
 
     def _loop(self, steps: range, prefetch: Prefetcher | None, log: MetricsLog, bar) -> tuple[dict, dict]:
@@ -294,6 +303,21 @@ class Trainer:
             self.history.append({"epoch": epoch, "loss": shown.get("loss"), **record})
             bar.set_postfix(loss=f"{shown.get('loss', math.nan):.4f}", **{k: f"{v:.3g}" for k, v in record.items()},
                             refresh=False)
+        return numbers
+
+    def test_numbers(self) -> dict[str, float]:
+        """A classifier's (``class_scores``) numbers on the test split, written to test.json
+        (and its logits to test_scores.npz, for the report and ``tagless compare``)."""
+        if self.test_set is None or hook(self.method, "class_scores") is None:
+            return {}
+        from tagless.engine.classifier_eval import score_numbers, test_scores
+        from tagless.report.classifier import save_test_scores
+
+        scores, targets = test_scores(self.method, self.test_set, self.cfg, self.device)
+        numbers = score_numbers(scores, targets, self.test_set, self.cfg)
+        if dist.is_main():
+            (self.run_dir / "test.json").write_text(json.dumps(numbers, indent=2))
+            save_test_scores(self.run_dir, scores, targets)
         return numbers
 
     def evaluate(self) -> dict[str, float]:

@@ -17,7 +17,8 @@ from tagless.eval.cluster import cluster_scores, kmeans
 from tagless.eval.inputs import EvalInputs, dataset_targets, load_npz
 from tagless.eval.knn import knn_accuracy
 from tagless.eval.linear import linear_probe
-from tagless.eval.multilabel import map_by_object_size, map_class, map_sample, threshold_metrics, topk_metrics
+from tagless.eval.multilabel import (COCO_SIZE_THRESHOLDS, map_by_object_size, map_class, map_sample,
+                                     threshold_metrics, topk_metrics)
 
 NEEDS = {
     "knn": ("x_train", "y_train", "x_test", "y_test"),
@@ -75,6 +76,9 @@ def add_eval_parser(sub) -> None:
     m = ev.add_parser("map", parents=[common, linear_opts], help="mAP@class, mAP@sample, CP/CR/CF1/OP/OR/OF1, per-size mAP")
     m.add_argument("--threshold", type=float, default=0.5)
     m.add_argument("--topk", type=int, default=3)
+    m.add_argument("--probe", action="store_true",
+                   help="with a classifier checkpoint (method multilabel): fit the one-vs-rest linear probe on its "
+                        "frozen backbone instead of using its own classifier")
     m.set_defaults(run=run_map)
     p.set_defaults(func=run_eval)
 
@@ -97,7 +101,33 @@ def _from_checkpoint(args, layer=None, pool_dim=9600, pool_mode="max") -> EvalIn
     x_tr, ds_tr = dataset_features(loaded, data, "train", layer, pool_dim, pool_mode, args.cache_dir, device)
     x_te, ds_te = dataset_features(loaded, data, "test", layer, pool_dim, pool_mode, args.cache_dir, device)
     return EvalInputs(x_tr, dataset_targets(ds_tr), x_te, dataset_targets(ds_te), boxes=ds_te.boxes,
-                      image_size=data.image_size, classes=list(ds_te.classes), source=str(args.checkpoint))
+                      image_size=data.image_size, areas=ds_te.extras.get("area"),
+                      size_thresholds=tuple(data.object_size_thresholds), classes=list(ds_te.classes),
+                      source=str(args.checkpoint))
+
+
+def _classifier_inputs(args) -> EvalInputs | None:
+    """The test split scored by the checkpoint's own classifier (method multilabel), or None
+    when the checkpoint has no classifier or ``--probe`` asks for the linear probe."""
+    from tagless.data import build_dataset
+    from tagless.engine.classifier_eval import checkpoint_classifier
+    from tagless.engine.features import extract_features
+    from tagless.eval.features import data_config_for, load_backbone
+
+    if not args.checkpoint or args.probe:
+        return None
+    loaded = load_backbone(args.checkpoint, resolve_device(args.device))
+    model = checkpoint_classifier(loaded)
+    if model is None:
+        return None
+    data = data_config_for(loaded, args.data, args.data_overrides)
+    ds_te = build_dataset(data, "test")
+    scores = extract_features(model, ds_te.images, loaded.size, loaded.mean, loaded.std,
+                              device=resolve_device(args.device), crop_fraction=loaded.crop_fraction)
+    return EvalInputs(y_test=dataset_targets(ds_te), scores=scores.float().cpu().numpy(), boxes=ds_te.boxes,
+                      image_size=data.image_size, areas=ds_te.extras.get("area"),
+                      size_thresholds=tuple(data.object_size_thresholds), classes=list(ds_te.classes),
+                      source=str(args.checkpoint))
 
 
 def _inputs(args, evaluator: str) -> EvalInputs:
@@ -196,10 +226,11 @@ def run_cluster(args) -> dict:
 
 
 def run_map(args) -> dict:
-    inp = _inputs(args, "map")
+    inp = _classifier_inputs(args)
+    how = "the checkpoint's classifier" if inp is not None else "given scores"
+    inp = inp or _inputs(args, "map")
     if inp.y_test is None or inp.y_test.ndim != 2:
         raise TaglessError("map needs multi-label targets: y_test as an N x C matrix of 1/0/-1")
-    how = "given scores"
     if inp.scores is None:
         if inp.x_train is None or inp.y_train is None:
             raise TaglessError(f"{inp.source}: map needs 'scores', or x_train/y_train to fit a one-vs-rest probe")
@@ -215,7 +246,8 @@ def run_map(args) -> dict:
     row.update({f"{k}@top{topk}": 100 * v for k, v in topk_metrics(scores, targets, topk).items()})
     result = {"evaluator": "map", "results": [row]}
     if inp.boxes is not None and inp.image_size:
-        sizes = map_by_object_size(scores, targets, inp.boxes, inp.image_size)
+        sizes = map_by_object_size(scores, targets, inp.boxes, inp.image_size, areas=inp.areas,
+                                   thresholds=inp.size_thresholds or COCO_SIZE_THRESHOLDS)
         result["by_object_size"] = sizes
         row.update({f"mAP {k}": 100 * v for k, v in sizes.items() if isinstance(v, float)})
     print(format_table([row], title=f"multi-label metrics on {inp.source} (%)"))

@@ -21,6 +21,8 @@ class EvalInputs:
     scores: np.ndarray | None = None
     boxes: list | None = None  # per test image k x 5 boxes, for mAP per object size
     image_size: int | None = None
+    areas: list | None = None  # per test image: each box's area in original pixels (COCO's size buckets)
+    size_thresholds: tuple[float, float] | None = None  # small/medium and medium/large limits, pixels^2
     classes: list[str] = field(default_factory=list)
     source: str = ""
 

@@ -13,22 +13,28 @@ from tagless.methods.contract import Batch, DataInfo, EpochContext, Method, Opti
 from tagless.methods.logo import Logo, LogoConfig
 from tagless.methods.mls import MLS, MlsConfig
 from tagless.methods.moco import MoCo, MocoConfig
+from tagless.methods.multilabel import MultiLabel, MultiLabelConfig
 from tagless.methods.sela import SeLa, SelaConfig
 from tagless.methods.simsiam import SimSiam, SimSiamConfig
 from tagless.methods.swav import SwAV, SwavConfig
 
-METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "simsiam": SimSiam, "sela": SeLa, "swav": SwAV, "logo": Logo, "mls": MLS}
+METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "simsiam": SimSiam, "sela": SeLa, "swav": SwAV, "logo": Logo, "mls": MLS,
+                                     "multilabel": MultiLabel}
 
 
-def build_method(cfg: MethodConfig, backbone: nn.Module, views, data: DataInfo, seed: int = 0) -> nn.Module:
-    """The method named by ``cfg.name``, built on ``backbone`` with its views and data facts."""
+def build_method(cfg: MethodConfig, backbone: nn.Module, views, data: DataInfo, seed: int = 0, loss=None) -> nn.Module:
+    """The method named by ``cfg.name``, built on ``backbone`` with its views and data facts;
+    a method with ``uses_loss`` (multilabel) also gets the run's ``loss`` section."""
     from tagless.config_io import tagged, to_dict
 
     method = METHODS.get(cfg.name)
     if method is None or not isinstance(cfg, method.Config):
         cfg = tagged(to_dict(cfg), MethodConfig, "method")  # a bare MethodConfig(name=...) gets its defaults
-    return METHODS[cfg.name](backbone, views, cfg, data, seed=seed)
+    cls = METHODS[cfg.name]
+    if getattr(cls, "uses_loss", False):
+        return cls(backbone, views, cfg, data, seed=seed, loss=loss)
+    return cls(backbone, views, cfg, data, seed=seed)
 
 
-__all__ = ["METHODS", "Batch", "DataInfo", "EpochContext", "Logo", "LogoConfig", "MLS", "Method", "MethodConfig", "MlsConfig", "MoCo", "MocoConfig",
+__all__ = ["METHODS", "Batch", "DataInfo", "EpochContext", "Logo", "LogoConfig", "MLS", "Method", "MethodConfig", "MlsConfig", "MoCo", "MocoConfig", "MultiLabel", "MultiLabelConfig",
            "OptimizerSpec", "SeLa", "SelaConfig", "SimSiam", "SimSiamConfig", "SwAV", "SwavConfig", "build_method", "hook"]

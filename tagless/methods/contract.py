@@ -55,7 +55,9 @@ class DataInfo:
 
     ``read(indices)`` returns those training images as uint8 B x C x H x W on the device;
     ``targets`` holds every stored label (as ``Batch.target``, on the device); ``paths`` the
-    image files, when the source has files.
+    image files, when the source has files; ``expected_positives`` the mean number of positives
+    per image of the clean labels (the validation carve-out's, else the training split's;
+    paper 003's K), for multi-label data.
     """
 
     num_images: int
@@ -65,6 +67,7 @@ class DataInfo:
     read: Callable[[Any], torch.Tensor]
     targets: torch.Tensor
     paths: list[str] | None = None
+    expected_positives: float | None = None
 
     @property
     def num_classes(self) -> int:

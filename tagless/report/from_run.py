@@ -70,6 +70,9 @@ def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k
 
         from tagless.report.neighbours import neighbour_sections
 
+        from tagless.report.classifier import classifier_sections
+
+        sections += classifier_sections(run_dir, report_dir(run_dir))
         sections += cluster_sections(run_dir, report_dir(run_dir)) + neighbour_sections(run_dir, report_dir(run_dir))
     path = write_report(run_dir, sections, embed=embed)
     (run_dir / "results.json").write_text(json.dumps({"evaluations": rows}, indent=2, default=float))

@@ -11,7 +11,9 @@ Classes are the category names in category-id order (or `classes`). Targets: int
 for every category with an annotation in the image, crowd (`iscrowd`) annotations included
 since the class is present; 0 otherwise (images without annotations are kept, all 0).
 Boxes: every annotation, with `extras['crowd']` (bool per box) to leave crowd boxes out
-where detection-style metrics need it. Images are in image-id order.
+where detection-style metrics need it, and `extras['area']` (float32 per box) the
+annotation's `area` in original image pixels (COCO's mask area, which its small / medium /
+large sizes use; the box's w * h when the field is absent). Images are in image-id order.
 """
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ def _listing(cfg, name: str, field_name: str) -> Listing:
         targets = np.zeros((len(images), len(classes)), np.int8)
         boxes = [[] for _ in images]
         crowd = [[] for _ in images]
+        area = [[] for _ in images]
         for a in data.get("annotations", []):
             if a["image_id"] not in row or a["category_id"] not in cat_map:
                 raise TaglessError(f"{ann_path}: annotation {a.get('id')} has unknown image_id "
@@ -86,6 +89,7 @@ def _listing(cfg, name: str, field_name: str) -> Listing:
             targets[r, c] = 1
             boxes[r].append([x, y, x + w, y + h, c])
             crowd[r].append(bool(a.get("iscrowd", 0)))
+            area[r].append(float(a["area"]) if a.get("area") is not None else w * h)
         paths = [str(image_root / im["file_name"]) for im in images]
     except TaglessError:
         raise
@@ -93,7 +97,8 @@ def _listing(cfg, name: str, field_name: str) -> Listing:
         raise TaglessError(f"{ann_path}: not a COCO instances file ({type(exc).__name__}: {exc})") from exc
     return Listing(targets=targets, classes=classes, label_kind="multi", name="coco", paths=paths,
                    boxes=[np.asarray(b, np.float32).reshape(-1, 5) for b in boxes],
-                   extras={"crowd": [np.asarray(c, bool) for c in crowd]}, key_files=[str(ann_path)])
+                   extras={"crowd": [np.asarray(c, bool) for c in crowd],
+                           "area": [np.asarray(a, np.float32) for a in area]}, key_files=[str(ann_path)])
 
 
 def load_coco(cfg, split: str):

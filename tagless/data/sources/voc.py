@@ -14,8 +14,9 @@ the sorted set of names found there (noted), the same list for the train and tes
 Targets follow the VOC07 classification convention: 1 if the image has a non-difficult
 object of the class, -1 (ignored by mAP and by masked losses) if it has only difficult
 ones, else 0; label_kind 'multi'. Boxes keep every object; `extras['difficult']` is a bool
-per box. VOC boxes are 1-based inclusive pixel indices; they are stored as pixel edges
-(xmin - 1, ymin - 1, xmax, ymax) before scaling. XML is parsed with the standard library:
+per box and `extras['area']` the box area in original image pixels (float32). VOC boxes
+are 1-based inclusive pixel indices; they are stored as pixel edges (xmin - 1, ymin - 1,
+xmax, ymax) before scaling. XML is parsed with the standard library:
 only read annotation files you trust.
 """
 from __future__ import annotations
@@ -125,7 +126,7 @@ def load_voc(cfg, split: str):
                          f"(not the {len(VOC_CLASSES)} VOC classes)")
     index = {c: i for i, c in enumerate(classes)}
     targets = np.zeros((len(ids), len(classes)), np.int8)
-    boxes, difficult = [], []
+    boxes, difficult, area = [], [], []
     for r, image_id in enumerate(ids):
         rows = []
         for name, box, hard in objects(image_id):
@@ -140,7 +141,8 @@ def load_voc(cfg, split: str):
             rows.append(([*box, c], hard))
         boxes.append(np.asarray([b for b, _ in rows], np.float32).reshape(-1, 5))
         difficult.append(np.asarray([h for _, h in rows], bool))
+        area.append(np.asarray([(b[2] - b[0]) * (b[3] - b[1]) for b, _ in rows], np.float32))
     listing = Listing(targets=targets, classes=classes, label_kind="multi", name="voc",
                       paths=[str(root / "JPEGImages" / f"{i}.jpg") for i in ids], boxes=boxes,
-                      extras={"difficult": difficult}, notes=notes)
+                      extras={"difficult": difficult, "area": area}, notes=notes)
     return materialize(cfg, listing, split)

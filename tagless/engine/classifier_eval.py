@@ -1,0 +1,79 @@
+"""A trained multi-label classifier scored on the test split: the numbers ``tagless train``
+reports (``TrainResult.test``, ``test.json``) and ``tagless compare`` tabulates.
+
+- mAP@class and mAP@sample (paper 001, Sec. 5; tagless.eval.map_class / map_sample);
+- mAP@class per object size (COCO's small / medium / large in original pixels^2, the
+  thresholds of ``data.object_size_thresholds``; paper 003, supp. D);
+- the logit bias of paper 001 (mean logit of positives and of negatives) and the mean number
+  of confident classes per image (sigmoid > 0.5; paper 003, Fig. F.1: AN collapses to one).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from tagless.engine.monitor import classifier_scores
+
+
+def test_scores(method, dataset, cfg, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits N x C on the CPU, clean targets N x C) of ``dataset`` in the eval view."""
+    was = method.training
+    method.eval()
+    try:
+        scores = classifier_scores(method, dataset.images, cfg, device).float().cpu()
+    finally:
+        method.train(was)
+    return scores, torch.as_tensor(np.asarray(dataset.targets))
+
+
+def score_numbers(scores: torch.Tensor, targets: torch.Tensor, dataset=None, cfg=None) -> dict[str, float]:
+    """The numbers of the module docstring (percentages for the mAPs)."""
+    from tagless.eval import map_class, map_sample
+    from tagless.eval.multilabel_analysis import confident_counts, logit_bias
+
+    out = {"map_class": 100 * map_class(scores, targets), "map_sample": 100 * map_sample(scores, targets)}
+    if dataset is not None and dataset.boxes is not None:
+        from tagless.eval.multilabel import map_by_object_size
+
+        areas = dataset.extras.get("area")
+        thresholds = tuple(cfg.data.object_size_thresholds) if cfg is not None else (32.0**2, 96.0**2)
+        sizes = map_by_object_size(scores, targets, dataset.boxes, int(dataset.images.shape[1]),
+                                   thresholds=thresholds, areas=areas)
+        out.update({f"map_{name}": 100 * v for name, v in sizes.items() if not math.isnan(v)})
+    bias = logit_bias(scores, targets)
+    out.update(mean_pos_logit=float(bias["mean_pos_logit"]), mean_neg_logit=float(bias["mean_neg_logit"]),
+               confident_per_image=float(np.mean(confident_counts(scores))))
+    return out
+
+
+
+
+class _CheckpointClassifier(torch.nn.Module):
+    """Backbone + the 1x1-conv classifier of a ``multilabel`` checkpoint: class logits."""
+
+    def __init__(self, backbone, layer: str, head):
+        super().__init__()
+        self.backbone, self.layer, self.head = backbone, layer, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.forward_features(x, self.layer)[self.layer])[0]
+
+
+def checkpoint_classifier(loaded) -> torch.nn.Module | None:
+    """The classifier a checkpoint holds (method ``multilabel``), on the backbone ``loaded``
+    (:func:`tagless.eval.features.load_backbone`), or None when it has none."""
+    from tagless.engine.checkpoint import load_checkpoint
+    from tagless.models.heads import CamClassifier
+
+    state = load_checkpoint(loaded.checkpoint_path, map_location="cpu").get("method", {})
+    weight = state.get("head.classifier.weight")
+    if weight is None:
+        return None
+    layer = loaded.config.get("method", {}).get("feature_layer") or loaded.backbone.layer_names[-1]
+    head = CamClassifier(weight.shape[1], weight.shape[0])
+    head.classifier.load_state_dict({"weight": weight, "bias": state["head.classifier.bias"]})
+    device = next(loaded.backbone.parameters()).device
+    return _CheckpointClassifier(loaded.backbone, layer, head.to(device)).eval()

@@ -1,0 +1,87 @@
+"""The classifier sections of a ``multilabel`` run's report: the label split's statistics
+(paper 003, Tables K.1-K.3), the test numbers of its own classifier with the analyses of
+papers 001 / 003 (score histograms, confident classes per image, logit bias, per-size mAP),
+and class activation maps of a few test images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SCORES_FILE = "test_scores.npz"  # logits (float16) and clean targets of the test split
+
+
+def save_test_scores(run_dir: Path, scores: torch.Tensor, targets: torch.Tensor) -> None:
+    np.savez_compressed(Path(run_dir) / SCORES_FILE, scores=scores.numpy().astype(np.float16),
+                        targets=targets.numpy().astype(np.int8))
+
+
+def label_section(run_dir: Path, dataset) -> dict | None:
+    from tagless.data.label_modes import label_statistics, load_label_split
+    from tagless.engine.label_setup import SPLIT_FILE
+
+    path = Path(run_dir) / SPLIT_FILE
+    if not path.is_file():
+        return None
+    split = load_label_split(path, np.asarray(dataset.targets))
+    rows = label_statistics(split, list(dataset.classes))
+    text = (f"Labels: {split.mode}" + (f" (keep_fraction {split.keep_fraction})" if split.mode == "partial" else "")
+            + f", seed {split.seed}; {len(split.train_index)} training images, {len(split.val_index)} carved out "
+            f"as clean validation. 'kept (%)' is the share of the true positives the training labels keep.")
+    return {"title": "Training labels", "text": text, "table": rows, "images": []}
+
+
+def classifier_sections(run_dir, out_dir, cams: int = 8) -> list[dict]:
+    """The sections of a run whose checkpoint holds a classifier ([] otherwise)."""
+    from tagless.config import config_from_dict
+    from tagless.data import build_dataset
+    from tagless.engine.classifier_eval import checkpoint_classifier, score_numbers
+    from tagless.engine.features import extract_features
+    from tagless.eval.features import load_backbone
+    from tagless.eval.multilabel_analysis import (confident_counts, plot_cam_grid, plot_confident_counts,
+                                                  plot_score_histograms, score_histograms)
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    loaded = load_backbone(run_dir / "checkpoints" / "last.pt")
+    model = checkpoint_classifier(loaded)
+    if model is None:
+        return []
+    cfg = config_from_dict(loaded.config)
+    sections = []
+    labels = label_section(run_dir, build_dataset(cfg.data, "train"))
+    if labels is not None:
+        sections.append(labels)
+    test = build_dataset(cfg.data, "test")
+    scores = extract_features(model, test.images, loaded.size, loaded.mean, loaded.std,
+                              crop_fraction=loaded.crop_fraction).float().cpu()
+    targets = torch.as_tensor(np.asarray(test.targets))
+    numbers = score_numbers(scores, targets, test, cfg)
+    name = f"{cfg.loss.name} ({cfg.labels.mode} labels)"
+    images = [str(plot_score_histograms({name: score_histograms(scores, targets)}, out_dir / "classifier_scores.png")),
+              str(plot_confident_counts({name: confident_counts(scores)}, out_dir / "confident_classes.png"))]
+    images.append(_cam_grid(model, test, loaded, scores, cams, out_dir / "cams.png", plot_cam_grid))
+    text = ("The model's own classifier on the test split (clean labels). Paper 001's logit bias: mean logit of "
+            "positives and of negatives; paper 003: AN trained on single positives tends to one confident class "
+            "per image (sigmoid > 0.5). CAMs: the top-scoring class of each image, from the 1x1-conv classifier "
+            "before pooling.")
+    sections.append({"title": "Classifier on the test split", "text": text,
+                     "table": [{k: round(v, 3) for k, v in numbers.items()}], "images": images})
+    return sections
+
+
+def _cam_grid(model, test, loaded, scores: torch.Tensor, n: int, path: Path, plot) -> str:
+    from tagless.augment import eval_view
+
+    n = min(n, len(test))
+    x = torch.as_tensor(test.images[:n]).permute(0, 3, 1, 2)
+    view = eval_view(x, loaded.size, loaded.crop_fraction, loaded.mean, loaded.std)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        fmap = model.backbone.forward_features(view.to(device), model.layer)[model.layer]
+        cams = model.head(fmap)[1].float().cpu()
+    top = scores[:n].argmax(1)
+    maps = cams[torch.arange(n), top]
+    titles = [f"{test.classes[int(c)]} ({torch.sigmoid(scores[i, c]):.2f})" for i, c in enumerate(top)]
+    return str(plot(test.images[:n], maps, titles, path))

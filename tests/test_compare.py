@@ -1,0 +1,253 @@
+"""tagless compare: the compare file, the seed statistics, resuming, failed runs, the CLI and the report.
+
+Two variants (MoCo temperatures) x two seeds of the bundled demo_moco recipe shrunk to 32
+digits at 16 px, 2 epochs of 2 steps: a run trains in well under a second."""
+
+import json
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tagless import compare
+from tagless.cli import main
+from tagless.compare import load_spec, mean_difference, mean_std, plan_runs, run_compare
+from tagless.config_io import to_dict
+from tagless.errors import TaglessError
+
+TINY = ["data.limit=32", "model.width=0.125", "views.global_size=16", "method.queue_size=32",
+        "method.proj_hidden_dim=32", "method.proj_dim=16", "train.batch_size=16", "train.epochs=2",
+        "train.knn_every_epochs=1", "train.log_every_steps=1"]
+VARIANTS = [{"name": "t02", "set": ["method.temperature=0.2"]}, {"name": "t05", "set": ["method.temperature=0.5"]}]
+METRICS = ["knn_top1", "wall_s", "images_per_s"]
+
+
+def write_spec(folder: Path, out_dir: Path, **fields) -> Path:
+    spec = {"name": "tiny", "out_dir": str(out_dir), "base": "demo_moco", "set": TINY, "seeds": [0, 1],
+            "reference": "t02", "variants": VARIANTS} | fields
+    path = Path(folder) / "cmp.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, two spin-waiting threads per run cost 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, one_thread):
+    """One finished comparison (4 real runs): (its root folder, its result)."""
+    root = tmp_path_factory.mktemp("compare")
+    result = run_compare(load_spec(write_spec(root, root / "runs")), progress=False)
+    return root, result
+
+
+@pytest.fixture
+def copy(trained, tmp_path):
+    """A private copy of the finished comparison and its compare file (tests may change it)."""
+    shutil.copytree(trained[0] / "runs", tmp_path / "runs")
+    return write_spec(tmp_path, tmp_path / "runs")
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Count (and record) compare's calls of train, which still trains for real."""
+    seen = []
+    real = compare.train
+
+    def counting(cfg, resume=False, progress=True):
+        seen.append((cfg.name, resume))
+        return real(cfg, resume=resume, progress=False)
+
+    monkeypatch.setattr(compare, "train", counting)
+    return seen
+
+
+def same(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and
+                                         (a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))))
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+# ---- statistics ------------------------------------------------------------------------
+def test_mean_std_and_noise_verdict_by_hand():
+    mean, std, n = mean_std([70.0, 72.0, 77.0, float("nan"), None])  # NaN / None are left out
+    assert (mean, n) == (73.0, 3) and std == pytest.approx(statistics.stdev([70.0, 72.0, 77.0]))
+    assert math.isnan(mean_std([5.0])[1]) and mean_std([])[2] == 0
+    # a = [1, 3], b = [3, 5]: diff -2, s_a^2 = s_b^2 = 2, se = sqrt(2/2 + 2/2) = 1.414: within 2 se
+    diff, se, verdict = mean_difference([1.0, 3.0], [3.0, 5.0])
+    assert (diff, verdict) == (-2.0, "noise") and se == pytest.approx(math.sqrt(2.0))
+    # a = [1, 2, 3], b = [4, 5, 6]: diff -3, se = sqrt(1/3 + 1/3) = 0.816: beyond 2 se
+    diff, se, verdict = mean_difference([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert (diff, verdict) == (-3.0, "beyond noise") and se == pytest.approx(math.sqrt(2 / 3))
+    assert mean_difference([1.0], [2.0, 3.0])[2] == "too few seeds"
+
+
+# ---- the table -------------------------------------------------------------------------
+def test_table_is_numpy_mean_and_std_of_the_runs_result_json(trained):
+    root, result = trained
+    out = root / "runs" / "tiny"
+    per_run = {(v, s): json.loads((out / "runs" / f"{v}_s{s}" / "result.json").read_text())
+               for v in ("t02", "t05") for s in (0, 1)}
+    knn = {k: r["monitor"]["knn_top1"] for k, r in per_run.items()}
+    assert len(set(knn.values())) > 1  # the seeds and variants differ, so the check below means something
+    rows = {r["variant"]: r for r in result["table"]}
+    for v in ("t02", "t05"):
+        assert rows[v]["seeds"] == 2 and rows[v]["failed"] == 0
+        for m in METRICS:
+            vals = np.array([per_run[v, s]["monitor"][m] if m == "knn_top1" else per_run[v, s][m] for s in (0, 1)])
+            assert rows[v][m] == pytest.approx(vals.mean()) and rows[v][f"{m} std"] == pytest.approx(vals.std(ddof=1))
+    a = np.array([knn["t05", 0], knn["t05", 1]])
+    b = np.array([knn["t02", 0], knn["t02", 1]])
+    se = math.sqrt(a.var(ddof=1) / 2 + b.var(ddof=1) / 2)
+    assert rows["t05"]["knn_top1 vs t02"] == pytest.approx(a.mean() - b.mean())
+    assert rows["t05"]["knn_top1 verdict"] == ("beyond noise" if abs(a.mean() - b.mean()) > 2 * se else "noise")
+    assert rows["t02"]["knn_top1 verdict"] == "reference"
+    # the CSV holds the same numbers, the markdown the same rows
+    import csv
+
+    with open(out / "compare.csv") as f:
+        csv_rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert float(csv_rows["t05"]["knn_top1"]) == pytest.approx(rows["t05"]["knn_top1"])
+    md = (out / "compare.md").read_text().splitlines()
+    assert md[0].startswith("| variant | seeds | knn_top1") and len(md) == 4 and md[3].startswith("| t05 |")
+
+
+def test_every_run_shares_the_base_but_its_seed(tmp_path):
+    runs = plan_runs(load_spec(write_spec(tmp_path, tmp_path / "runs")))
+    assert [(r.variant, r.seed) for r in runs] == [("t02", 0), ("t05", 0), ("t02", 1), ("t05", 1)]
+    cfgs = {(r.variant, r.seed): to_dict(r.cfg) for r in runs}
+    for v in ("t02", "t05"):
+        a, b = cfgs[v, 0], cfgs[v, 1]
+        assert (a["seed"], b["seed"]) == (0, 1)
+        assert {k: x for k, x in a.items() if k not in ("seed", "name")} == \
+               {k: x for k, x in b.items() if k not in ("seed", "name")}  # data, labels, model: the same
+    assert cfgs["t02", 0]["data"] == cfgs["t05", 1]["data"] and cfgs["t05", 0]["method"]["temperature"] == 0.5
+    assert runs[1].run_dir == tmp_path / "runs" / "tiny" / "runs" / "t05_s0"
+
+
+def test_the_command_line_set_wins_over_a_variants_and_the_file_set_does_not(tmp_path):
+    path = write_spec(tmp_path, tmp_path / "runs", set=TINY + ["method.temperature=0.1", "train.epochs=3"])
+    runs = plan_runs(load_spec(path, overrides=["train.epochs=1"], seeds=[7]))
+    assert [r.cfg.method.temperature for r in runs] == [0.2, 0.5]  # variant over file
+    assert [(r.cfg.train.epochs, r.seed) for r in runs] == [(1, 7), (1, 7)]  # --set and --seeds over the file
+    runs = plan_runs(load_spec(path, overrides=["method.temperature=0.3"]))
+    assert {r.cfg.method.temperature for r in runs} == {0.3}
+
+
+# ---- resuming --------------------------------------------------------------------------
+def test_a_second_invocation_trains_nothing_and_a_missing_result_retrains_only_that_run(copy, trained, calls):
+    again = run_compare(load_spec(copy), progress=False)
+    assert calls == []
+    for new, old in zip(again["table"], trained[1]["table"]):
+        assert all(same(new[k], old[k]) for k in old)
+    (copy.parent / "runs" / "tiny" / "runs" / "t05_s1" / "result.json").unlink()
+    third = run_compare(load_spec(copy), progress=False)
+    assert calls == [("t05_s1", True)]  # its checkpoint is there: resumed, not restarted
+    assert [r["status"] for r in third["runs"]] == ["reused", "reused", "reused", "resumed"]
+    for new, old in zip(third["table"], trained[1]["table"]):
+        assert new["knn_top1"] == pytest.approx(old["knn_top1"])
+
+
+def test_a_changed_config_is_refused_unless_rerun(copy, calls):
+    with pytest.raises(TaglessError, match=r"t02_s0 was trained with another config \(train.epochs: 2 -> 1\)"):
+        run_compare(load_spec(copy, overrides=["train.epochs=1"]), progress=False)
+    assert calls == []
+    result = run_compare(load_spec(copy, overrides=["train.epochs=1"], seeds=[0]), rerun=True, progress=False)
+    assert calls == [("t02_s0", False), ("t05_s0", False)]
+    assert [r["status"] for r in result["runs"]] == ["trained", "trained"]
+    assert json.loads((copy.parent / "runs/tiny/runs/t02_s0/result.json").read_text())["epochs"] == 1
+
+
+# ---- validation ------------------------------------------------------------------------
+def test_a_typo_in_the_last_variant_fails_before_any_training(tmp_path, calls):
+    variants = VARIANTS + [{"name": "t09", "set": ["method.temperatur=0.9"]}]
+    path = write_spec(tmp_path, tmp_path / "runs", variants=variants)
+    with pytest.raises(TaglessError, match=r"cmp.yaml: variants\[2\].set \(t09\): .*method.temperatur"):
+        run_compare(load_spec(path), progress=False)
+    assert calls == [] and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"variants": VARIANTS + [{"name": "t02", "set": []}]}, r"variants\[2\].name: duplicate variant name 't02'"),
+    ({"variants": []}, r"variants: expected a non-empty list"),
+    ({"seeds": [0, 0]}, r"seeds: expected a non-empty list of distinct integers"),
+    ({"seeds": [-1]}, r"seeds: expected"),
+    ({"seeds": [True]}, r"seeds: expected"),
+    ({"set": ["train.epochs"]}, r"set: 'train.epochs' is not of the form key=value"),
+    ({"set": ["seed=3"]}, r"set: 'seed=3': compare sets seed"),
+    ({"variants": [{"name": "a", "set": ["loss"]}]}, r"variants\[0\].set: 'loss' is not of the form"),
+    ({"variants": [{"name": "a b"}]}, r"variants\[0\].name: 'a b' must be"),
+    ({"variants": [{"name": "a", "sett": []}]}, r"variants\[0\]: unknown key 'sett'"),
+    ({"reference": "t03"}, r"reference: 't03' is not a variant"),
+    ({"seed": [1]}, r"unknown key 'seed'"),
+    ({"base": "no_such_recipe"}, r"base: config not found: no_such_recipe"),
+    ({"metrics": []}, r"metrics: expected a non-empty list"),
+])
+def test_bad_compare_files_name_the_file_and_the_key(tmp_path, fields, message):
+    path = write_spec(tmp_path, tmp_path / "runs", **fields)
+    with pytest.raises(TaglessError, match=message) as err:
+        load_spec(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_bad_common_override_is_blamed_on_set(tmp_path):
+    with pytest.raises(TaglessError, match=r"cmp.yaml: set: .*train.epoks"):
+        plan_runs(load_spec(write_spec(tmp_path, tmp_path / "runs", set=TINY + ["train.epoks=1"])))
+
+
+# ---- failed runs and the command line --------------------------------------------------
+def test_a_failing_variant_is_reported_and_the_exit_status_is_non_zero(tmp_path, monkeypatch, capsys):
+    real = compare.train
+
+    def nan_for_t05(cfg, resume=False, progress=True):
+        if cfg.name.startswith("t05"):
+            raise TaglessError("loss is not finite (nan or inf) at step 1; stopping")
+        return real(cfg, resume=resume, progress=False)
+
+    monkeypatch.setattr(compare, "train", nan_for_t05)
+    path = write_spec(tmp_path, tmp_path / "runs")
+    assert main(["compare", str(path), "--json"]) == 2
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert "2 of 4 runs failed (first: t05 seed 0: loss is not finite" in captured.err
+    assert [(f["variant"], f["seed"]) for f in result["failed"]] == [("t05", 0), ("t05", 1)]
+    rows = {r["variant"]: r for r in result["table"]}
+    assert (rows["t02"]["seeds"], rows["t02"]["failed"], rows["t05"]["seeds"], rows["t05"]["failed"]) == (2, 0, 0, 2)
+    assert rows["t02"]["knn_top1"] is not None and rows["t05"]["knn_top1"] is None
+    report = (tmp_path / "runs" / "tiny" / "report.html").read_text()
+    assert "Failed runs" in report and "loss is not finite" in report
+
+
+@pytest.mark.parametrize("argv", [["compare", "FILE", "--json"], ["--json", "compare", "FILE"]])
+def test_cli_json_is_the_last_line_and_the_report_and_plots_exist(copy, calls, capsys, argv):
+    assert main([str(copy) if a == "FILE" else a for a in argv]) == 0
+    result = last_json(capsys)
+    assert calls == [] and {"table", "runs", "dir", "failed"} <= set(result) and result["failed"] == []
+    out = Path(result["dir"])
+    assert out == copy.parent / "runs" / "tiny"
+    report = (out / "report.html").read_text()
+    assert '<a href="runs/t05_s1/">runs/t05_s1</a>' in report and "Base config" in report
+    for name in ["curves.png"] + [f"bar_{m}.png" for m in METRICS]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f'src="{name}"' in report
+
+
+def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, calls, capsys):
+    path = write_spec(tmp_path, tmp_path / "runs")
+    assert main(["compare", str(path), "--dry-run", "--seeds", "3", "--name", "quick", "--json"]) == 0
+    result = last_json(capsys)
+    assert [(r["variant"], r["seed"], r["status"]) for r in result["runs"]] == [("t02", 3, "new"), ("t05", 3, "new")]
+    assert calls == [] and not (tmp_path / "runs").exists()

@@ -1,0 +1,197 @@
+"""Method ``multilabel``: the CAM classifier, the state its losses read (EMA scores, expected
+negatives, heatmaps, ROLE estimates), label splits in the run directory, the test numbers of
+``tagless train`` and ``tagless eval map --checkpoint`` with the model's own classifier."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tagless.config import load_config
+from tagless.engine import Trainer, train
+from tagless.losses import LOSSES
+from tagless.methods import Batch, DataInfo, build_method
+from tagless.models import build_backbone
+
+TINY = ["data.image_size=24", "views.global_size=16", "data.scene_count=100", "model.width=0.125",
+        "train.batch_size=16", "train.epochs=2", "train.knn_every_epochs=1", "optim.warmup_epochs=0"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(tmp_path, name, *extra):
+    return load_config("multilabel_scenes", [f"out_dir={tmp_path}", f"name={name}", *TINY, *extra])
+
+
+def tiny_method(loss_overrides=(), n=12, c=5, size=16, seed=0):
+    """A method on in-memory multi-label data (single positives) without the engine."""
+    cfg = load_config("multilabel_scenes", [*TINY, f"data.image_size={size}", *loss_overrides])
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+    targets = -np.ones((n, c), np.int8)
+    targets[np.arange(n), rng.integers(0, c, n)] = 1
+    data = DataInfo.from_arrays(images, targets, [str(i) for i in range(c)], "single_positive")
+    data.expected_positives = 2.0
+    from tagless.augment import build_views
+
+    torch.manual_seed(seed)
+    backbone = build_backbone("resnet18", stem="cifar", width=0.125)
+    method = build_method(cfg.method, backbone, build_views(cfg.views), data, seed=seed, loss=cfg.loss)
+    return method, data
+
+
+def batch_of(data, index, step=0, epoch=0):
+    idx = torch.as_tensor(index)
+    return Batch(data.read(idx), idx, data.targets[idx], step, epoch, torch.Generator().manual_seed(step))
+
+
+def test_cam_logits_equal_pool_then_linear():
+    """The 1x1-conv classifier before pooling equals a Linear layer on the pooled backbone
+    output (paper 003, supp. J), and its maps are per-position logits."""
+    method, _ = tiny_method()
+    method.eval()
+    x = torch.randn(3, 3, 16, 16)
+    logits, cams = method.logits_and_cams(x)
+    w = method.head.classifier.weight.flatten(1)
+    expected = F.linear(method.backbone(x), w, method.head.classifier.bias)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    fmap = method.backbone.forward_features(x, method.layer)[method.layer]
+    torch.testing.assert_close(cams[:, :, 1, 0], fmap[:, :, 1, 0] @ w.T + method.head.classifier.bias)
+    torch.testing.assert_close(method.class_scores(x), logits)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_trains_through_the_method(name):
+    """Every registry entry runs through the method with its state from the first step (no
+    warm-up): finite loss and gradients, and the state buffers move."""
+    extra = ["loss.warmup_epochs=0"] if name in ("en", "en_cl", "en_scl") else []
+    method, data = tiny_method([f"loss.name={name}", *extra])
+    method.train()
+    for step in range(2):
+        loss, logs = method.step(batch_of(data, [0, 1, 2, 3, 4, 5], step=step, epoch=1))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(logs["pos_logit"])
+        grads = [p.grad for p in method.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+    if hasattr(method, "ema_scores"):
+        assert method.seen[:6].all() and not method.seen[6:].any()
+
+
+def test_ema_scores_and_expected_negatives_follow_paper_003():
+    """EMA (Eq. 4): first visit writes sigma(z), later visits m * s + (1 - m) * sigma(z); after the
+    warm-up, EN's negatives leave out the round(K - 1) = 1 highest unknown EMA scores per image."""
+    method, data = tiny_method(["loss.name=en", "loss.warmup_epochs=1", "loss.selection=image",
+                                "loss.ema_momentum=0.8"])
+    method.eval()  # BN in eval mode: the two steps see the same logits for the same views
+    b = lambda: batch_of(data, [0, 1, 2])  # a fresh generator each time: the same views
+    with torch.no_grad():
+        logits = method.logits_and_cams(method.views(b().images, torch.Generator().manual_seed(0)).crops[0])[0]
+        method.step(b())
+        torch.testing.assert_close(method.ema_scores[:3], torch.sigmoid(logits))
+        method.step(b())
+        torch.testing.assert_close(method.ema_scores[:3], torch.sigmoid(logits))  # same view: a fixed point
+        method.ema_scores[:3] = 0.5
+        method.step(b())
+        torch.testing.assert_close(method.ema_scores[:3], 0.8 * 0.5 + 0.2 * torch.sigmoid(logits))
+    scores = torch.rand(len(method.ema_scores), 5, generator=torch.Generator().manual_seed(3))
+    method.ema_scores.copy_(scores)
+    method.on_epoch_start(0, None)  # warm-up: nothing selected
+    assert not method.negatives.any()
+    method.on_epoch_start(1, None)
+    targets = data.targets.numpy()
+    for i in range(len(targets)):
+        unknown = np.flatnonzero(targets[i] < 0)
+        top = unknown[np.argmax(scores[i].numpy()[unknown])]
+        assert set(np.flatnonzero(method.negatives[i].numpy())) == set(unknown) - {top}
+
+
+def test_scl_target_is_the_store_sampled_through_the_crop(monkeypatch):
+    """en_scl gets the store sampled through this view's box and flip, before the step's update."""
+    method, data = tiny_method(["loss.name=en_scl", "loss.warmup_epochs=0", "loss.heatmap_dtype=float16"])
+    method.heatmaps.maps.uniform_(0, 1)
+    before = method.heatmaps.maps.clone()
+    seen = {}
+    real = method.loss_fn
+
+    def spy(logits, targets, **kw):
+        seen.update(kw)
+        return real(logits, targets, **kw)
+
+    monkeypatch.setattr(method, "loss_fn", spy)
+    b = batch_of(data, [2, 5, 7], step=4)
+    views = method.views(b.images, torch.Generator().manual_seed(4))
+    method.step(b)
+    store = method.heatmaps
+    saved = store.maps.clone()
+    store.maps.copy_(before)
+    grid = seen["cam_logits"].shape[-1]
+    expected = store.sample(b.index, views.boxes[0], views.flipped[0], grid)
+    torch.testing.assert_close(seen["heatmap_target"], expected)
+    assert store.size == 2 * grid  # the store is at twice the feature-map resolution
+    assert not torch.equal(saved[[2, 5, 7]], before[[2, 5, 7]]) and torch.equal(saved[0], before[0])
+
+
+def test_role_estimates_train_at_their_own_lr(tmp_path):
+    cfg = config(tmp_path, "role", "labels.mode=single_positive", "loss.name=role", "train.max_steps=1")
+    trainer = Trainer(cfg, progress=False)
+    groups = trainer.optimizers.optimizers["main"].param_groups
+    role = [g for g in groups if any(p is trainer.method.label_logits for p in g["params"])]
+    assert len(role) == 1 and role[0]["lr_scale"] == 10.0 and role[0]["weight_decay"] == 0.0
+    before = trainer.method.label_logits.detach().clone()
+    trainer.run()
+    moved = (trainer.method.label_logits.detach() != before).any(1)
+    first = trainer.sampler.indices(0, 0)
+    assert moved[first].all() and moved.sum() == len(first)
+
+
+def test_train_writes_split_reports_test_maps_and_eval_map_uses_the_classifier(tmp_path, capsys):
+    """A single-positive run: the split in labels.npz (one observed positive per image), the
+    result's test mAPs (== test.json == eval map with the checkpoint's own classifier)."""
+    from tagless.cli import main
+    from tagless.data import build_dataset
+    from tagless.data.label_modes import load_label_split
+
+    cfg = config(tmp_path, "sp", "labels.mode=single_positive", "labels.val_fraction=0.25", "loss.name=an")
+    result = train(cfg, progress=False)
+    run = result.run_dir
+    full = np.asarray(build_dataset(cfg.data, "train").targets)
+    split = load_label_split(run / "labels.npz", full)
+    assert (split.observed == 1).sum(1).tolist() == [1] * len(split.train_index)
+    assert len(split.val_index) == round(0.25 * len(full))
+    assert set(result.test) >= {"map_class", "map_sample", "map_small", "mean_pos_logit", "confident_per_image"}
+    assert json.loads((run / "test.json").read_text())["map_class"] == pytest.approx(result.test["map_class"])
+    capsys.readouterr()
+    assert main(["eval", "map", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    row = out["results"][0]
+    assert row["scores"] == "the checkpoint's classifier"
+    assert row["mAP@class"] == pytest.approx(result.test["map_class"], abs=1e-4)
+
+
+def test_resume_reuses_the_saved_split(tmp_path):
+    cfg = config(tmp_path, "r", "labels.mode=partial", "labels.keep_fraction=0.4", "loss.name=en",
+                 "loss.warmup_epochs=1", "train.max_steps=3")
+    train(cfg, progress=False)
+    first = (tmp_path / "r" / "labels.npz").read_bytes()
+    cfg2 = config(tmp_path, "r", "labels.mode=partial", "labels.keep_fraction=0.4", "loss.name=en",
+                  "loss.warmup_epochs=1")
+    result = train(cfg2, resume=True, progress=False)
+    assert (tmp_path / "r" / "labels.npz").read_bytes() == first
+    assert result.epochs == 2 and np.isfinite(result.final_loss)
+
+
+def test_loss_section_needs_the_multilabel_method():
+    from tagless.errors import TaglessError
+
+    with pytest.raises(TaglessError, match="loss"):
+        load_config("demo_moco", ["loss.name=two_way"])
