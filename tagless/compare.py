@@ -277,6 +277,10 @@ def plan_runs(spec: CompareSpec, rerun: bool = False) -> list[PlannedRun]:
                 cfg = load_config(str(spec.base), spec.set + v.set + spec.cli_set + extra)
             except TaglessError as e:
                 raise TaglessError(f"{spec.path}: variants[{i}].set ({v.name}): {e}") from None
+            init = cfg.model.init_checkpoint
+            if init and not Path(init).is_file():
+                raise TaglessError(f"{spec.path}: variant {v.name}: model.init_checkpoint {init} does not exist "
+                                   f"(train the backbone it names first; the compare file says how)")
             done = _read_result(cfg.run_dir) is not None
             started = (cfg.run_dir / "checkpoints" / "last.pt").is_file()
             if not rerun and (done or started) and (why := _stale(cfg.run_dir, cfg)):
@@ -470,13 +474,13 @@ def run_compare(spec: CompareSpec, rerun: bool = False, dry_run: bool = False, p
 # ---- the report ------------------------------------------------------------------------
 def write_report(spec: CompareSpec, runs: list[dict], shown: list[dict], metrics: list[str], table: list[dict]) -> Path:
     """OUT/report.html: the table, bar charts and curves, the variants, the runs, the base config."""
-    from tagless.compare_plots import plot_bars, plot_curves
+    from tagless.compare_plots import plot_bars, plot_curves, plot_score_panels
     from tagless.report.html import render_html
 
     out = spec.dir
     base = base_config(spec)
     config_io.save(base, out / "base_config.yaml")
-    for stale in [*out.glob("bar_*.png"), out / "curves.png"]:  # from an earlier invocation
+    for stale in [*out.glob("bar_*.png"), out / "curves.png", out / "scores.png", out / "confident.png"]:  # from an earlier invocation
         stale.unlink(missing_ok=True)
     bars = [p for m in metrics if (p := plot_bars(table, m, spec.reference, out / f"bar_{_file_part(m)}.png"))]
     ok = [r for r in runs if r["status"] != "failed"]
@@ -496,6 +500,14 @@ def write_report(spec: CompareSpec, runs: list[dict], shown: list[dict], metrics
     if bars:
         sections.append({"title": "Metrics", "text": "Mean over seeds, error bars one standard deviation.",
                          "images": [p.name for p in bars]})
+    scores = plot_score_panels({v.name: [Path(r["run_dir"]) for r in ok if r["variant"] == v.name]
+                                for v in spec.variants}, out)
+    if scores:
+        sections.append({"title": "Scores on the test split",
+                         "text": "Each variant's first finished seed: sigmoid scores of positive and negative test "
+                                 "labels, and the share of images with 0, 1, 2, ... confident classes (> 0.5); "
+                                 "paper 003 shows AN on single positives collapsing to one confident class.",
+                         "images": [p.name for p in scores]})
     if curves:
         sections.append({"title": "Curves", "text": "Evaluation rows of each run's metrics.jsonl, mean over seeds "
                                                     "(band: one standard deviation).", "images": [curves.name]})

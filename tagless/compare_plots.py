@@ -17,17 +17,9 @@ matplotlib.use("Agg")  # before pyplot: no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 
-DPI = 110
+from tagless.report.plots import _save
+
 MAX_PANELS = 12
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
-    finally:
-        plt.close(fig)
-    return path
 
 
 def _value(x) -> float:
@@ -106,3 +98,23 @@ def plot_curves(run_dirs: dict[str, list], path, keys: list[str] | None = None) 
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, Path(path))
+
+
+def plot_score_panels(run_dirs: dict[str, list[Path]], out: Path) -> list[Path]:
+    """scores.png and confident.png from the first run of each variant that saved its test
+    logits (``test_scores.npz``, classifier runs); [] when none did."""
+    from tagless.eval.multilabel_analysis import (confident_counts, plot_confident_counts, plot_score_histograms,
+                                                  score_histograms)
+    from tagless.report.classifier import SCORES_FILE
+
+    hists, counts = {}, {}
+    for name, dirs in run_dirs.items():
+        found = [d / SCORES_FILE for d in dirs if (d / SCORES_FILE).is_file()]
+        if found:
+            data = np.load(found[0])
+            scores = data["scores"].astype(np.float32)
+            hists[name] = score_histograms(scores, data["targets"])
+            counts[name] = confident_counts(scores)
+    if not hists:
+        return []
+    return [plot_score_histograms(hists, out / "scores.png"), plot_confident_counts(counts, out / "confident.png")]

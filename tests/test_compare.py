@@ -209,6 +209,24 @@ def test_a_bad_common_override_is_blamed_on_set(tmp_path):
         plan_runs(load_spec(write_spec(tmp_path, tmp_path / "runs", set=TINY + ["train.epoks=1"])))
 
 
+def test_a_missing_init_checkpoint_fails_before_any_training(tmp_path, calls):
+    variants = VARIANTS + [{"name": "ft", "set": [f"model.init_checkpoint={tmp_path}/none.pt"]}]
+    with pytest.raises(TaglessError, match=r"variant ft: model.init_checkpoint .*none.pt does not exist"):
+        run_compare(load_spec(write_spec(tmp_path, tmp_path / "runs", variants=variants)), progress=False)
+    assert calls == []
+
+
+def test_bundled_comparisons_load_and_plan():
+    """The bundled compare files (configs/compare) resolve by name and every run config validates."""
+    from tagless.compare import COMPARE_DIR
+
+    names = sorted(p.stem for p in COMPARE_DIR.glob("*.yaml"))
+    assert {"full_labels_scenes", "single_positive_scenes", "partial40_scenes"} <= set(names)
+    for name in names:
+        spec = load_spec(name)
+        assert len(spec.variants) >= 8 and spec.seeds == [0, 1, 2]
+
+
 # ---- failed runs and the command line --------------------------------------------------
 def test_a_failing_variant_is_reported_and_the_exit_status_is_non_zero(tmp_path, monkeypatch, capsys):
     real = compare.train

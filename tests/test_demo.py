@@ -16,6 +16,9 @@ def test_demo_runs_and_reports(tmp_path, monkeypatch, capsys):
     for row in ("raw pixels", "random init", "moco pre-trained", "mls pre-trained"):
         assert row in scene_table
     assert "mAP@class (%)" in scene_table
+    sp_table = out[out.index("single positive labels: digit_scenes"):]
+    for row in ("AN", "EN+SCL", "two-way", "vs AN)", "confident classes / image"):
+        assert row in sp_table
     reports = sorted((tmp_path / "runs").glob("*/report.html"))
     assert len(reports) == 5
     mls_report = next(r for r in reports if r.parent.name.startswith("mls_scenes")).read_text()

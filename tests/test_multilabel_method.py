@@ -117,7 +117,8 @@ def test_ema_scores_and_expected_negatives_follow_paper_003():
 
 def test_scl_target_is_the_store_sampled_through_the_crop(monkeypatch):
     """en_scl gets the store sampled through this view's box and flip, before the step's update."""
-    method, data = tiny_method(["loss.name=en_scl", "loss.warmup_epochs=0", "loss.heatmap_dtype=float16"])
+    method, data = tiny_method(["loss.name=en_scl", "loss.warmup_epochs=0", "loss.heatmap_dtype=float16",
+                                "views.flip_p=0.5"])
     method.heatmaps.maps.uniform_(0, 1)
     before = method.heatmaps.maps.clone()
     seen = {}
@@ -152,6 +153,23 @@ def test_role_estimates_train_at_their_own_lr(tmp_path):
     moved = (trainer.method.label_logits.detach() != before).any(1)
     first = trainer.sampler.indices(0, 0)
     assert moved[first].all() and moved.sum() == len(first)
+
+
+def test_role_estimates_on_their_own_adam(tmp_path):
+    cfg = config(tmp_path, "role_adam", "labels.mode=single_positive", "loss.name=role", "loss.label_adam_lr=0.01",
+                 "train.max_steps=1")
+    trainer = Trainer(cfg, progress=False)
+    main_params = {id(p) for g in trainer.optimizers.optimizers["main"].param_groups for p in g["params"]}
+    role = trainer.optimizers.optimizers["role"]
+    assert id(trainer.method.label_logits) not in main_params and isinstance(role, torch.optim.AdamW)
+    assert role.param_groups[0]["params"][0] is trainer.method.label_logits
+    before = trainer.method.label_logits.detach().clone()
+    trainer.run()
+    assert role.param_groups[0]["lr"] == pytest.approx(0.01) and role.param_groups[0]["weight_decay"] == 0.0
+    step = (trainer.method.label_logits.detach() - before).abs()
+    first = trainer.sampler.indices(0, 0)
+    # Adam's first step moves every entry with a gradient by ~lr, whatever the gradient's scale
+    assert torch.allclose(step[first], torch.full_like(step[first], 0.01), rtol=0.05)
 
 
 def test_train_writes_split_reports_test_maps_and_eval_map_uses_the_classifier(tmp_path, capsys):
@@ -195,3 +213,66 @@ def test_loss_section_needs_the_multilabel_method():
 
     with pytest.raises(TaglessError, match="loss"):
         load_config("demo_moco", ["loss.name=two_way"])
+
+
+from test_ssl_scenes_recipes import coco_folder  # noqa: E402,F401  (the COCO-format folder fixture)
+
+
+def test_recipe_on_a_coco_folder_then_report(coco_folder, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """multilabel_scenes as a user runs it on their own COCO folder, single positives + EN+SCL,
+    then the report's classifier sections (label statistics, histograms, CAMs)."""
+    from tagless.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    data = ["data.source=coco", f"data.root={coco_folder}/{{split}}",
+            f"data.annotations={coco_folder}/instances_{{split}}.json"]
+    args = [*data, *TINY, "out_dir=runs", "name=coco_sp", "labels.mode=single_positive", "loss.name=en_scl",
+            "loss.warmup_epochs=1"]
+    assert main(["train", "multilabel_scenes", *args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= result["test"]["map_class"] <= 100 and "map_small" in result["test"]
+    assert main(["report", "runs/coco_sp", "--json"]) == 0
+    html = (tmp_path / "runs" / "coco_sp" / "report.html").read_text()
+    for part in ("Training labels", "Classifier on the test split", "cams.png", "confident_classes.png"):
+        assert part in html
+
+
+def _fixed_views(images, generator):
+    """Deterministic views for the process test: the whole source, resized, some flipped."""
+    from types import SimpleNamespace
+
+    x = F.interpolate(images.float() / 255.0, size=16, mode="bilinear", align_corners=False)
+    b, s = images.shape[0], float(images.shape[-1])
+    boxes = torch.tensor([[0.0, 0.0, s, s]]).repeat(b, 1)
+    boxes[2::4] = torch.tensor([2.0, 3.0, s - 1, s - 2])  # periods divide the 4 rows per process
+    flipped = torch.arange(b) % 2 == 1
+    return SimpleNamespace(crops=[x], boxes=[boxes], flipped=[flipped], kinds=["global"])
+
+
+def _state_after_step(method, data, index) -> dict:
+    method.views = _fixed_views
+    method.eval()  # BN on running statistics: the logits do not depend on how the batch is split
+    idx = torch.as_tensor(index)
+    method.step(Batch(data.read(idx), idx, data.targets[idx], 0, 0, torch.Generator().manual_seed(0)))
+    return {"ema": method.ema_scores.clone(), "seen": method.seen.clone(), "maps": method.heatmaps.maps.clone()}
+
+
+def _ddp_worker(rank, world, out):
+    method, data = tiny_method(["loss.name=en_scl", "loss.warmup_epochs=0", "loss.heatmap_dtype=float16"], n=16)
+    torch.save(_state_after_step(method, data, list(range(rank * 4, rank * 4 + 4))), f"{out}/rank{rank}.pt")
+
+
+def test_state_updates_gather_every_process(tmp_path):
+    """EMA scores and heatmaps are written from every process's rows: 2 gloo processes with 4
+    images each leave the same state as 1 process with the 8 images."""
+    from ddp_helpers import run_in_processes
+
+    run_in_processes(_ddp_worker, 2, str(tmp_path))
+    method, data = tiny_method(["loss.name=en_scl", "loss.warmup_epochs=0", "loss.heatmap_dtype=float16"], n=16)
+    single = _state_after_step(method, data, list(range(8)))
+    assert single["seen"][:8].all() and not single["seen"][8:].any()
+    for rank in range(2):
+        multi = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert torch.equal(multi["seen"], single["seen"])
+        torch.testing.assert_close(multi["ema"], single["ema"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(multi["maps"].float(), single["maps"].float(), atol=2e-3, rtol=0)

@@ -166,3 +166,12 @@ def test_image_grid(tmp_path):
         plot_image_grid(rgb.astype(np.float32), tmp_path / "f.png")
     with pytest.raises(TaglessError, match="titles"):
         plot_image_grid(rgb, tmp_path / "t.png", titles=["a"])
+
+
+def test_tsne_of_fewer_points_than_pca_components():
+    """12 points of 64 dims: PCA to 50 components is impossible, t-SNE runs on the raw features."""
+    from tagless.report.plots import tsne_embedding
+
+    x = np.random.default_rng(0).normal(size=(12, 64)).astype(np.float32)
+    emb, index = tsne_embedding(x)
+    assert emb.shape == (12, 2) and np.isfinite(emb).all() and index.tolist() == list(range(12))

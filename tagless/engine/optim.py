@@ -121,7 +121,8 @@ class ScheduledOptimizers:
 
     ``main`` is built from the method's ``param_groups()`` and the run's ``optim`` section;
     each extra :class:`~tagless.methods.contract.OptimizerSpec` of ``method.optimizers()`` from
-    the same section with its overrides (LoGo's critic: ``{"schedule": "constant"}``)."""
+    the same section with its overrides (LoGo's critic: ``{"schedule": "constant"}``; ``lr``
+    sets an absolute learning rate instead of ``lr_per_256``)."""
 
     def __init__(self, cfg: OptimConfig, method, global_batch: int, steps_per_epoch: int, epochs: int):
         specs = [("main", method.param_groups(), {})]
@@ -133,6 +134,9 @@ class ScheduledOptimizers:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedules: dict[str, np.ndarray] = {}
         for name, groups, overrides in specs:
+            if "lr" in overrides:  # an absolute lr, whatever the batch: lr_per_256 that gives it
+                overrides = {**overrides, "lr_per_256": overrides["lr"] * 256 / global_batch}
+                del overrides["lr"]
             try:
                 own = dataclasses.replace(cfg, **overrides)
             except TypeError as e:

@@ -308,11 +308,19 @@ class EprConfig(LossConfig):
 
 @dataclass
 class RoleConfig(LossConfig):
-    """Online label estimation (Cole et al.)."""
+    """Online label estimation (Cole et al.).
+
+    Cole et al. train the network and the estimates with one Adam, the estimates at 10x the
+    lr (``label_lr_scale``, in the run's main optimiser). With an SGD network the estimates'
+    gradients (each entry's loss is divided by B x C) move them by almost nothing, so
+    ``label_adam_lr`` > 0 gives them their own Adam ("role" optimiser, constant lr, no weight
+    decay) whatever the network's optimiser.
+    """
 
     name: str = "role"
     expected_positives: float = 0.0  # k, positives per image; 0 = the data's average
     label_lr_scale: float = 10.0  # lr of the label estimates / the network lr (Cole: 10)
+    label_adam_lr: float = 0.0  # > 0: the estimates get their own Adam at this constant lr (see below)
     unknown: str = "negative"  # negative | ignore
 
     needs: ClassVar[tuple[str, ...]] = ("label_estimates", "expected_positives")
@@ -321,6 +329,8 @@ class RoleConfig(LossConfig):
         super().validate()
         _require(_finite(self.label_lr_scale) and self.label_lr_scale > 0, "label_lr_scale", "> 0",
                  self.label_lr_scale)
+        _require(_finite(self.label_adam_lr) and self.label_adam_lr >= 0, "label_adam_lr", ">= 0",
+                 self.label_adam_lr)
 
 
 @dataclass

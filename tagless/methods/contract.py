@@ -89,8 +89,9 @@ class OptimizerSpec:
 
     ``param_groups`` as for the main optimiser; ``overrides`` replace fields of the run's
     ``optim`` section for this optimiser only, e.g. ``{"schedule": "constant"}`` or
-    ``{"lr_per_256": 0.03, "weight_decay": 1e-4}``. Each optimiser has its own schedule array
-    and its own slot in the checkpoint (``optimizers[name]``).
+    ``{"lr_per_256": 0.03, "weight_decay": 1e-4}``, or ``{"lr": 1e-3}`` for an absolute lr.
+    Each optimiser has its own schedule array and its own slot in the checkpoint
+    (``optimizers[name]``).
     """
 
     name: str

@@ -31,7 +31,7 @@ from tagless.errors import TaglessError
 from tagless.losses.registry import LOSSES, LossConfig
 from tagless.losses.single_positive import expected_negatives
 from tagless.methods.config import MethodConfig
-from tagless.methods.contract import Batch, DataInfo, EpochContext
+from tagless.methods.contract import Batch, DataInfo, EpochContext, OptimizerSpec
 from tagless.methods.heatmaps import HeatmapStore
 from tagless.models.heads import CamClassifier
 
@@ -200,10 +200,18 @@ class MultiLabel(nn.Module):
     def param_groups(self) -> list[dict]:
         groups = [{"params": list(self.backbone.parameters())},
                   {"params": list(self.head.parameters()), "lr_scale": self.cfg.head_lr_scale}]
-        if hasattr(self, "label_logits"):
+        if hasattr(self, "label_logits") and not self.loss_cfg.label_adam_lr:
             groups.append({"params": [self.label_logits], "lr_scale": self.loss_cfg.label_lr_scale,
                            "weight_decay": 0.0})
         return groups
+
+    def optimizers(self) -> list[OptimizerSpec]:
+        """ROLE's label estimates on their own Adam when ``loss.label_adam_lr`` > 0."""
+        if not hasattr(self, "label_logits") or not self.loss_cfg.label_adam_lr:
+            return []
+        return [OptimizerSpec("role", [{"params": [self.label_logits]}],
+                              {"name": "adamw", "lr": self.loss_cfg.label_adam_lr, "weight_decay": 0.0,
+                               "schedule": "constant", "warmup_epochs": 0.0})]
 
     def epoch_logs(self) -> dict:
         if not hasattr(self, "ema_scores") or not bool(self.negatives_ready):

@@ -164,7 +164,7 @@ def tsne_embedding(features, max_points: int = 2000, seed: int = 0,
     if len(x) > max_points:
         index = np.sort(np.random.default_rng(seed).choice(len(x), max_points, replace=False))
         x = x[index]
-    if x.shape[1] > 50:
+    if x.shape[1] > 50 and len(x) > 50:  # PCA cannot give more components than points
         x = PCA(n_components=50, random_state=seed).fit_transform(x)
     tsne = TSNE(n_components=2, init="pca", perplexity=min(30.0, len(x) / 4), learning_rate="auto",
                 random_state=seed)
