@@ -57,7 +57,7 @@ def _cmd_report(args) -> dict:
     from tagless.tables import format_table
     from tagless.report.from_run import report_run
 
-    result = report_run(args.run_dir, device=args.device, embed=args.embed)
+    result = report_run(args.run_dir, device=args.device, embed=args.embed, cams=args.cams)
     if result["results"]:
         print(format_table(result["results"], title=f"evaluation of {args.run_dir}"))
     print(f"report: {result['report']}")
@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--device", default="auto")
     p.add_argument("--embed", action="store_true", help="embed the PNGs in the HTML (one file to share)")
+    p.add_argument("--cams", type=int, nargs="+", metavar="I",
+                   help="classifier runs: test images (indices) whose class activation maps to draw (default: 0-7)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("data", help="show what tagless reads from a data section: counts, classes, flags, a report")

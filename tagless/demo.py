@@ -25,13 +25,13 @@ COLUMNS = ["features", "kNN top-1 (%)", "linear top-1 (%)", "k-means NMI (%)", "
            "images/s", "wall (s)"]
 # Multi-label self-supervision on digit scenes: the bundled recipes, shortened for the demo.
 SCENE_CONFIGS = ("moco_scenes", "mls_scenes")
-SCENE_SIZE = ["data.scene_count=1000", "train.epochs=12"]
+SCENE_SIZE = ["data.scene_count=1000", "train.epochs=8"]
 SCENE_COLUMNS = ["features", "mAP@class (%)", "mAP@sample (%)", "final loss", "images/s", "wall (s)"]
 # Multi-label classifiers from single positive labels (paper 003): AN against EN+SCL and the
 # two-way loss (paper 001) with unknown labels taken as negatives, on digit scenes.
 SP_CONFIG = "multilabel_scenes"
-SP_SIZE = ["train.epochs=10", "train.knn_every_epochs=0", "labels.mode=single_positive"]
-SP_RUNS = (("AN", ["loss.name=an"]), ("EN+SCL", ["loss.name=en_scl", "loss.warmup_epochs=3"]),
+SP_SIZE = ["train.epochs=6", "train.knn_every_epochs=0", "labels.mode=single_positive"]
+SP_RUNS = (("AN", ["loss.name=an"]), ("EN+SCL", ["loss.name=en_scl", "loss.warmup_epochs=2"]),
            ("two-way", ["loss.name=two_way", "loss.unknown=negative"]))
 SP_COLUMNS = ["loss", "mAP@class (%)", "mAP@sample (%)", "mAP small (%)", "confident classes / image", "wall (s)"]
 

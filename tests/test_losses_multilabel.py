@@ -54,13 +54,7 @@ HEAT = torch.rand(5, 4, 2, 2, generator=_g).tolist()
 K = 1.5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---- scalar helpers (math only) -----------------------------------------------------------

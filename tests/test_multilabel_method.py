@@ -21,12 +21,7 @@ TINY = ["data.image_size=24", "views.global_size=16", "data.scene_count=100", "m
         "train.batch_size=16", "train.epochs=2", "train.knn_every_epochs=1", "optim.warmup_epochs=0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def config(tmp_path, name, *extra):
@@ -231,10 +226,12 @@ def test_recipe_on_a_coco_folder_then_report(coco_folder, tmp_path, capsys, monk
     assert main(["train", "multilabel_scenes", *args, "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0 <= result["test"]["map_class"] <= 100 and "map_small" in result["test"]
-    assert main(["report", "runs/coco_sp", "--json"]) == 0
+    assert main(["report", "runs/coco_sp", "--cams", "0", "3", "--json"]) == 0
     html = (tmp_path / "runs" / "coco_sp" / "report.html").read_text()
     for part in ("Training labels", "Classifier on the test split", "cams.png", "confident_classes.png"):
         assert part in html
+    assert main(["report", "runs/coco_sp", "--cams", "999"]) == 2  # outside the test split: a one-line error
+    assert "--cams: image index 999" in capsys.readouterr().err
 
 
 def _fixed_views(images, generator):

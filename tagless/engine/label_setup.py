@@ -39,6 +39,10 @@ def prepare_labels(cfg, train_set, run_dir: Path, resume: bool):
         own.parent.mkdir(parents=True, exist_ok=True)
         save_label_split(split, own)
     train, val = split_dataset(train_set, split)
+    kept, images = int((split.observed == 1).sum()), len(split.observed)
+    if split.mode == "partial" and dist.is_main() and kept <= images:
+        print(f"note: labels.keep_fraction={split.keep_fraction} keeps {kept} positives for {images} images: one per "
+              f"image, the same as labels.mode=single_positive on this data", flush=True)
     return train, val, split
 
 

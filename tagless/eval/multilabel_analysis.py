@@ -128,18 +128,29 @@ def plot_confident_counts(counts_by_name: dict[str, np.ndarray], path):
             raise TaglessError(f"{name!r}: expected a non-empty 1-D array of counts >= 0 (confident_counts)")
         counts[name] = c
     top = max(int(c.max()) for c in counts.values())
-    width = 0.8 / len(counts)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * (top + 1) * max(1, len(counts) / 2) + 2), 3.4))
-    for j, (name, c) in enumerate(counts.items()):
-        share = np.bincount(c, minlength=top + 1) / len(c)
-        ax.bar(np.arange(top + 1) + (j - (len(counts) - 1) / 2) * width, share, width=width,
-               label=f"{name} (mean {c.mean():.2f})", color=plt.get_cmap("tab10")(j % 10))
+    shares = np.stack([np.bincount(c, minlength=top + 1) / len(c) for c in counts.values()])
+    names = [f"{name} (mean {c.mean():.2f})" for name, c in counts.items()]
+    if len(counts) > 4:  # many runs: one row per run, the share of images per count as a colour
+        fig, ax = plt.subplots(figsize=(min(14.0, 2.5 + 0.7 * (top + 1)), 1.0 + 0.32 * len(counts)))
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        for (i, j), v in np.ndenumerate(shares):
+            if v >= 0.005:
+                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if v > 0.5 else "black")
+        ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+        ax.set_title("Confident classes per image (% of images)", fontsize=12)
+    else:
+        width = 0.8 / len(counts)
+        fig, ax = plt.subplots(figsize=(min(12.0, 2.0 + 0.6 * (top + 1) * len(counts)), 3.4))
+        for j, (name, share) in enumerate(zip(names, shares)):
+            ax.bar(np.arange(top + 1) + (j - (len(counts) - 1) / 2) * width, share, width=width, label=name,
+                   color=plt.get_cmap("tab10")(j % 10))
+        ax.set_ylabel("share of images")
+        ax.set_title("Confident classes per image", fontsize=12)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
     ax.set_xticks(np.arange(top + 1))
     ax.set_xlabel("confident classes per image (sigmoid > threshold)")
-    ax.set_ylabel("share of images")
-    ax.set_title("Confident classes per image", fontsize=12)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

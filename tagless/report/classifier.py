@@ -33,8 +33,9 @@ def label_section(run_dir: Path, dataset) -> dict | None:
     return {"title": "Training labels", "text": text, "table": rows, "images": []}
 
 
-def classifier_sections(run_dir, out_dir, cams: int = 8) -> list[dict]:
-    """The sections of a run whose checkpoint holds a classifier ([] otherwise)."""
+def classifier_sections(run_dir, out_dir, cams: list[int] | None = None) -> list[dict]:
+    """The sections of a run whose checkpoint holds a classifier ([] otherwise); ``cams``: the
+    test images whose class activation maps are drawn (default: the first 8)."""
     from tagless.config import config_from_dict
     from tagless.data import build_dataset
     from tagless.engine.classifier_eval import checkpoint_classifier, score_numbers
@@ -71,17 +72,23 @@ def classifier_sections(run_dir, out_dir, cams: int = 8) -> list[dict]:
     return sections
 
 
-def _cam_grid(model, test, loaded, scores: torch.Tensor, n: int, path: Path, plot) -> str:
+def _cam_grid(model, test, loaded, scores: torch.Tensor, chosen: list[int] | None, path: Path, plot) -> str:
     from tagless.augment import eval_view
+    from tagless.errors import TaglessError
 
-    n = min(n, len(test))
-    x = torch.as_tensor(test.images[:n]).permute(0, 3, 1, 2)
+    chosen = list(range(min(8, len(test)))) if not chosen else list(chosen)
+    bad = [i for i in chosen if not 0 <= i < len(test)]
+    if bad:
+        raise TaglessError(f"--cams: image index {bad[0]} is outside the test split (0..{len(test) - 1})")
+    n, images, scores = len(chosen), test.images[chosen], scores[chosen]
+    x = torch.as_tensor(images).permute(0, 3, 1, 2)
     view = eval_view(x, loaded.size, loaded.crop_fraction, loaded.mean, loaded.std)
     device = next(model.parameters()).device
     with torch.no_grad():
         fmap = model.backbone.forward_features(view.to(device), model.layer)[model.layer]
         cams = model.head(fmap)[1].float().cpu()
-    top = scores[:n].argmax(1)
+    top = scores.argmax(1)
     maps = cams[torch.arange(n), top]
-    titles = [f"{test.classes[int(c)]} ({torch.sigmoid(scores[i, c]):.2f})" for i, c in enumerate(top)]
-    return str(plot(test.images[:n], maps, titles, path))
+    titles = [f"#{i}: {test.classes[int(c)]} ({torch.sigmoid(scores[j, c]):.2f})"
+              for j, (i, c) in enumerate(zip(chosen, top))]
+    return str(plot(images, maps, titles, path))

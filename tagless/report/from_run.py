@@ -41,8 +41,9 @@ def _multi_label(x_tr, y_tr, x_te, y_te, classes, out_dir, device) -> tuple[dict
 
 
 def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k: int = 20,
-               temperature: float = 0.07) -> dict:
-    """Write the report of a run directory; returns {'report': path, 'results': rows}."""
+               temperature: float = 0.07, cams: list[int] | None = None) -> dict:
+    """Write the report of a run directory; returns {'report': path, 'results': rows}.
+    ``cams``: test-image indices whose class activation maps a classifier run draws."""
     from tagless.eval.features import data_config_for, dataset_features, load_backbone
 
     run_dir = Path(run_dir).absolute()
@@ -72,7 +73,7 @@ def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k
 
         from tagless.report.classifier import classifier_sections
 
-        sections += classifier_sections(run_dir, report_dir(run_dir))
+        sections += classifier_sections(run_dir, report_dir(run_dir), cams=cams)
         sections += cluster_sections(run_dir, report_dir(run_dir)) + neighbour_sections(run_dir, report_dir(run_dir))
     path = write_report(run_dir, sections, embed=embed)
     (run_dir / "results.json").write_text(json.dumps({"evaluations": rows}, indent=2, default=float))
