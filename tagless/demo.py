@@ -22,17 +22,17 @@ from tagless.report.from_run import report_run
 
 DEMO_CONFIGS = ("demo_moco", "demo_simsiam", "sela_digits")
 # Shorter than the recipes, so that the whole demo stays within 5 minutes on 2 CPU cores.
-DEMO_EPOCHS = {"demo_simsiam": 20, "sela_digits": 40}
+DEMO_EPOCHS = {"demo_moco": 20, "demo_simsiam": 15, "sela_digits": 30}
 COLUMNS = ["features", "kNN top-1 (%)", "linear top-1 (%)", "k-means NMI (%)", "self-label NMI (%)", "final loss",
            "images/s", "wall (s)"]
 # Multi-label self-supervision on digit scenes: the bundled recipes, shortened for the demo.
 SCENE_CONFIGS = ("moco_scenes", "mls_scenes")
-SCENE_SIZE = ["data.scene_count=1000", "train.epochs=5"]
+SCENE_SIZE = ["data.scene_count=1000", "train.epochs=4"]
 SCENE_COLUMNS = ["features", "mAP@class (%)", "mAP@sample (%)", "final loss", "images/s", "wall (s)"]
 # Multi-label classifiers from single positive labels (paper 003): AN against EN+SCL and the
 # two-way loss (paper 001) with unknown labels taken as negatives, on digit scenes.
 SP_CONFIG = "multilabel_scenes"
-SP_SIZE = ["train.epochs=6", "train.knn_every_epochs=0", "labels.mode=single_positive"]
+SP_SIZE = ["train.epochs=5", "train.knn_every_epochs=0", "labels.mode=single_positive"]
 SP_RUNS = (("AN", ["loss.name=an"]), ("EN+SCL", ["loss.name=en_scl", "loss.warmup_epochs=2"]),
            ("two-way", ["loss.name=two_way", "loss.unknown=negative"]))
 SP_COLUMNS = ["loss", "mAP@class (%)", "mAP@sample (%)", "mAP small (%)", "confident classes / image", "wall (s)"]
