@@ -99,7 +99,6 @@ class MultiLabel(nn.Module):
         if "label_estimates" in self.needs:
             g = torch.Generator().manual_seed(seed + 9001)
             self.label_logits = nn.Parameter(role_init(targets.cpu(), g).to(targets.device))
-        self._epoch = 0
 
     # ---- the model ---------------------------------------------------------------------
     def _feature_grid(self, views, image_size: int) -> int:
@@ -187,7 +186,6 @@ class MultiLabel(nn.Module):
     def on_epoch_start(self, epoch: int, ctx: EpochContext) -> None:
         """After the warm-up: EN's expected negatives from the EMA scores (every epoch), and
         SCL's top-k classes per image (once, when the warm-up ends)."""
-        self._epoch = epoch
         if not hasattr(self, "ema_scores") or self._warm(epoch):
             return
         selection = getattr(self.loss_cfg, "selection", "image")
