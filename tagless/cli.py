@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 from tagless.errors import TaglessError
+from tagless.tables import json_safe
 
 
 def _cmd_demo(args) -> dict:
@@ -87,7 +87,7 @@ def _cmd_compare(args) -> dict:
         raise
     if result["failed"]:  # the table and the JSON line stand; the exit status says a run failed
         if args.json:
-            print(json.dumps(_json_safe(result), default=str, allow_nan=False))
+            print(json.dumps(json_safe(result), default=str, allow_nan=False))
         first = result["failed"][0]
         raise TaglessError(f"{len(result['failed'])} of {len(result['runs'])} runs failed (first: {first['variant']} "
                            f"seed {first['seed']}: {first['error']}); run the command again to retry them")
@@ -164,17 +164,6 @@ def _add_global_flags(parser: argparse.ArgumentParser) -> None:
                 _add_global_flags(child)
 
 
-def _json_safe(value):
-    """NaN/inf become null so that the --json line is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -189,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tagless: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps(_json_safe(result), default=str, allow_nan=False))
+        print(json.dumps(json_safe(result), default=str, allow_nan=False))
     return 0
 
 

@@ -45,7 +45,7 @@ from tagless import config_io
 from tagless.config import CONFIG_DIR, load_config, resolve_config_path
 from tagless.engine.trainer import train
 from tagless.errors import TaglessError
-from tagless.tables import format_float, format_table
+from tagless.tables import format_float, format_table, json_safe
 
 KEYS = ("name", "out_dir", "base", "set", "seeds", "metrics", "reference", "variants")
 VARIANT_KEYS = ("name", "set")
@@ -292,17 +292,6 @@ def plan_runs(spec: CompareSpec, rerun: bool = False) -> list[PlannedRun]:
 
 
 # ---- running ---------------------------------------------------------------------------
-def _json_numbers(value):
-    """NaN / inf -> None, so that result.json and compare.json are strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_numbers(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_numbers(v) for v in value]
-    return value
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -311,7 +300,7 @@ def _result_record(result, resumed: bool) -> dict:
     """The numbers of a TrainResult for result.json. After a resume, the wall time covers only
     the last segment, so it is left out (None); so is a speed measured over no step."""
     wall, speed = result.wall_s, result.images_per_s
-    return _json_numbers({
+    return json_safe({
         "steps": result.steps, "epochs": result.epochs, "final_loss": result.final_loss,
         "knn_top1": result.knn_top1, "monitor": dict(result.monitor or {}),
         "test": dict(getattr(result, "test", None) or {}), "resumed": resumed,
@@ -458,7 +447,7 @@ def run_compare(spec: CompareSpec, rerun: bool = False, dry_run: bool = False, p
     (out / "compare.md").write_text(markdown_table(shown))
     result = {"table": table, "runs": [_flat_run(r) for r in runs], "dir": str(out), "failed": failed,
               "report": str(out / "report.html")}
-    (out / "compare.json").write_text(json.dumps(_json_numbers(result), indent=2, default=str))
+    (out / "compare.json").write_text(json.dumps(json_safe(result), indent=2, default=str))
     write_report(spec, runs, shown, metrics, table)
     print(format_table(shown, title=f"tagless compare {spec.name}: mean +- std over seeds {spec.seeds}"))
     missing = [m for m in metrics if all(r[m] is None or math.isnan(r[m]) for r in table)]

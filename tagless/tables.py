@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def format_float(v: float) -> str:
     """2 decimals, or 3 significant digits below 1 and from 1e6 (an L2 of 0.0133 stays 0.0133)."""
@@ -23,3 +25,15 @@ def format_table(rows: list[dict], columns: list[str] | None = None, title: str 
     rule = "-" * len(line)
     out = ([title] if title else []) + [line, rule] + ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
     return "\n".join(out)
+
+
+def json_safe(value):
+    """NaN / inf become null (recursively in dicts, lists, tuples), so that a ``--json`` line or
+    a results file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -62,18 +62,39 @@ class _CheckpointClassifier(torch.nn.Module):
         return self.head(self.backbone.forward_features(x, self.layer)[self.layer])[0]
 
 
-def checkpoint_classifier(loaded) -> torch.nn.Module | None:
-    """The classifier a checkpoint holds (method ``multilabel``), on the backbone ``loaded``
-    (:func:`tagless.eval.features.load_backbone`), or None when it has none."""
-    from tagless.engine.checkpoint import load_checkpoint
+def checkpoint_classifier(method_state: dict, loaded) -> torch.nn.Module | None:
+    """The classifier in a checkpoint's ``method`` state (method ``multilabel``) on the backbone
+    ``loaded`` (:class:`tagless.eval.features.LoadedBackbone`), or None when it has none."""
     from tagless.models.heads import CamClassifier
 
-    state = load_checkpoint(loaded.checkpoint_path, map_location="cpu").get("method", {})
-    weight = state.get("head.classifier.weight")
+    weight = method_state.get("head.classifier.weight")
     if weight is None:
         return None
     layer = loaded.config.get("method", {}).get("feature_layer") or loaded.backbone.layer_names[-1]
     head = CamClassifier(weight.shape[1], weight.shape[0])
-    head.classifier.load_state_dict({"weight": weight, "bias": state["head.classifier.bias"]})
+    head.classifier.load_state_dict({"weight": weight, "bias": method_state["head.classifier.bias"]})
     device = next(loaded.backbone.parameters()).device
     return _CheckpointClassifier(loaded.backbone, layer, head.to(device)).eval()
+
+
+def load_classifier(path, device="cpu"):
+    """``(loaded backbone, classifier or None)`` of a checkpoint, read from disk once."""
+    from tagless.engine.checkpoint import load_checkpoint
+    from tagless.eval.features import backbone_from_checkpoint
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    loaded = backbone_from_checkpoint(ckpt, path, device)
+    return loaded, checkpoint_classifier(ckpt.get("method", {}), loaded)
+
+
+def checkpoint_test_scores(model, loaded, data) -> tuple[object, torch.Tensor]:
+    """``(test split of the data section, the classifier's logits N x C on the CPU)`` in the
+    checkpoint's own eval view (``eval map --checkpoint`` and the report)."""
+    from tagless.data import build_dataset
+    from tagless.engine.features import extract_features
+
+    test = build_dataset(data, "test")
+    device = next(model.parameters()).device
+    scores = extract_features(model, test.images, loaded.size, loaded.mean, loaded.std, device=device,
+                              crop_fraction=loaded.crop_fraction)
+    return test, scores.float().cpu()

@@ -109,22 +109,17 @@ def _from_checkpoint(args, layer=None, pool_dim=9600, pool_mode="max") -> EvalIn
 def _classifier_inputs(args) -> EvalInputs | None:
     """The test split scored by the checkpoint's own classifier (method multilabel), or None
     when the checkpoint has no classifier or ``--probe`` asks for the linear probe."""
-    from tagless.data import build_dataset
-    from tagless.engine.classifier_eval import checkpoint_classifier
-    from tagless.engine.features import extract_features
-    from tagless.eval.features import data_config_for, load_backbone
+    from tagless.engine.classifier_eval import checkpoint_test_scores, load_classifier
+    from tagless.eval.features import data_config_for
 
     if not args.checkpoint or args.probe:
         return None
-    loaded = load_backbone(args.checkpoint, resolve_device(args.device))
-    model = checkpoint_classifier(loaded)
+    loaded, model = load_classifier(args.checkpoint, resolve_device(args.device))
     if model is None:
         return None
     data = data_config_for(loaded, args.data, args.data_overrides)
-    ds_te = build_dataset(data, "test")
-    scores = extract_features(model, ds_te.images, loaded.size, loaded.mean, loaded.std,
-                              device=resolve_device(args.device), crop_fraction=loaded.crop_fraction)
-    return EvalInputs(y_test=dataset_targets(ds_te), scores=scores.float().cpu().numpy(), boxes=ds_te.boxes,
+    ds_te, scores = checkpoint_test_scores(model, loaded, data)
+    return EvalInputs(y_test=dataset_targets(ds_te), scores=scores.numpy(), boxes=ds_te.boxes,
                       image_size=data.image_size, areas=ds_te.extras.get("area"),
                       size_thresholds=tuple(data.object_size_thresholds), classes=list(ds_te.classes),
                       source=str(args.checkpoint))

@@ -38,15 +38,12 @@ def classifier_sections(run_dir, out_dir, cams: list[int] | None = None) -> list
     test images whose class activation maps are drawn (default: the first 8)."""
     from tagless.config import config_from_dict
     from tagless.data import build_dataset
-    from tagless.engine.classifier_eval import checkpoint_classifier, score_numbers
-    from tagless.engine.features import extract_features
-    from tagless.eval.features import load_backbone
+    from tagless.engine.classifier_eval import checkpoint_test_scores, load_classifier, score_numbers
     from tagless.eval.multilabel_analysis import (confident_counts, plot_cam_grid, plot_confident_counts,
                                                   plot_score_histograms, score_histograms)
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    loaded = load_backbone(run_dir / "checkpoints" / "last.pt")
-    model = checkpoint_classifier(loaded)
+    loaded, model = load_classifier(run_dir / "checkpoints" / "last.pt")
     if model is None:
         return []
     cfg = config_from_dict(loaded.config)
@@ -54,9 +51,7 @@ def classifier_sections(run_dir, out_dir, cams: list[int] | None = None) -> list
     labels = label_section(run_dir, build_dataset(cfg.data, "train"))
     if labels is not None:
         sections.append(labels)
-    test = build_dataset(cfg.data, "test")
-    scores = extract_features(model, test.images, loaded.size, loaded.mean, loaded.std,
-                              crop_fraction=loaded.crop_fraction).float().cpu()
+    test, scores = checkpoint_test_scores(model, loaded, cfg.data)
     targets = torch.as_tensor(np.asarray(test.targets))
     numbers = score_numbers(scores, targets, test, cfg)
     name = f"{cfg.loss.name} ({cfg.labels.mode} labels)"
