@@ -1,11 +1,12 @@
 # make demo: create .venv, install tagless, run the demo on digits.
-# make test: create/update .venv and run the test suite.
+# make test: create/update .venv, check imports run one way (lint-imports) and the lint rules
+#            (ruff), then run the test suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tagless demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check --no-cache tagless tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_bench.py

@@ -39,17 +39,17 @@ import os
 # override in the shell.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
+import argparse
+import contextlib
+import platform
+import time
+import warnings
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
-from tagless.eval import fit_linear, knn_predict, l2_to_C, linear_sweep  # noqa: E402
+from tagless.eval import fit_linear, knn_predict, l2_to_C, linear_sweep
 
 CLASSES, DIM = 10, 512
 
@@ -224,7 +224,7 @@ def main(argv=None) -> None:
     parser.add_argument("--skip", choices=["knn", "linear"], default=None)
     parser.add_argument("--repeat", type=int, default=1, help="report the best of this many timings")
     args = parser.parse_args(argv)
-    global REPEAT
+    global REPEAT  # noqa: PLW0603 - module-level setting read by every timing in this script
     REPEAT = max(1, args.repeat)
     device = torch.device(args.device)
     if args.quick:
@@ -240,9 +240,9 @@ def main(argv=None) -> None:
     for kind in kinds:
         feats = Features(kind, np.random.default_rng(0))
         if args.skip != "knn":
-            rows += [(kind,) + r for r in bench_knn(feats, n_bank, n_query, device)]
+            rows += [(kind, *r) for r in bench_knn(feats, n_bank, n_query, device)]
         if args.skip != "linear":
-            rows += [(kind,) + r for r in bench_sweep(feats, n_train, n_eval, args.max_iter, args.tol, device)]
+            rows += [(kind, *r) for r in bench_sweep(feats, n_train, n_eval, args.max_iter, args.tol, device)]
     header = (f"{'features':8s} {'task':25s} {'impl':12s} {'size':20s} {'time (s)':>8s} {'speed-up':>8s} "
               f"{'test acc':>8s}  notes")
     print(header)

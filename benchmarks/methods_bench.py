@@ -16,8 +16,8 @@ import tempfile
 import torch
 
 from ssl_scenes_table import METHOD_RUNS
-from tagless.config import load_config
 from tagless.device import device_name, resolve_device
+from tagless.engine.run_config import load_config
 from tagless.tables import format_table
 from train_bench import WARMUP_STEPS, host_reads_per_step, time_trainer
 

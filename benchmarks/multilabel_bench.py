@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from tagless.config import load_config
 from tagless.device import device_name, resolve_device
+from tagless.engine.run_config import load_config
 from tagless.tables import format_table
 from train_bench import WARMUP_STEPS, host_reads_per_step, time_trainer
 
@@ -50,7 +50,7 @@ def store_cost(cfg, device: torch.device, repeats: int = 20) -> tuple[float | No
     method = trainer.method
     if not hasattr(method, "heatmaps"):
         return None, None
-    images, index, target = trainer.fetch(0)
+    images, index, _target = trainer.fetch(0)
     g = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         views = method.views(images, g)

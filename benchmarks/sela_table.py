@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tagless.config import load_config
 from tagless.data import build_dataset
 from tagless.device import device_name
-from tagless.engine import Trainer, extract_features
+from tagless.engine import Trainer
+from tagless.engine.baselines import pixels, random_init_backbone
+from tagless.engine.features import view_features
+from tagless.engine.run_config import load_config
 from tagless.eval import cluster_scores, kmeans
 from tagless.eval.scoring import score_single_label
-from tagless.models import build_backbone_from_config
 from tagless.tables import format_table
 
 
@@ -46,9 +47,7 @@ def probe_scores(x_tr, y_tr, x_te, y_te) -> dict:
 
 
 def features_of(backbone, cfg, dataset) -> np.ndarray:
-    v = cfg.views
-    return extract_features(backbone, dataset.images, v.global_size, v.mean, v.std,
-                            crop_fraction=v.eval_crop_fraction).numpy()
+    return view_features(backbone, dataset.images, cfg.views).numpy()
 
 
 def train_run(recipe: str, overrides: list[str]) -> tuple[Trainer, float]:
@@ -79,16 +78,17 @@ def one_seed(seed: int, args, out: Path) -> dict[str, dict]:
     rows = {}
     for name, extra in (("SeLa", []), ("SeLa, K-means labels", ["method.labeller=kmeans"]),
                         ("random labels", ["method.labeller=random"])):
-        trainer, wall = train_run(args.recipe, base + [f"name={name.replace(' ', '_').replace(',', '')}-{seed}", *extra])
+        trainer, wall = train_run(args.recipe,
+                                  [*base, f"name={name.replace(' ', '_').replace(',', '')}-{seed}", *extra])
         rows[name] = sela_row(trainer, train_set, test_set, wall)
     start = time.perf_counter()
-    pix = lambda ds: ds.images.reshape(len(ds), -1).astype(np.float32) / 255
+    pix = pixels
     mu = pix(train_set).mean(0, keepdims=True)
     rows["K-means, raw pixels"] = kmeans_scores(pix(train_set) - mu, train_set.targets, k, seed) | probe_scores(
-        pix(train_set) - mu, train_set.targets, pix(test_set) - mu, test_set.targets) | {"wall (s)": time.perf_counter() - start}
+        pix(train_set) - mu, train_set.targets, pix(test_set) - mu, test_set.targets) | {
+        "wall (s)": time.perf_counter() - start}
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    rnd = build_backbone_from_config(cfg.model)
+    rnd = random_init_backbone(cfg)
     x_tr, x_te = features_of(rnd, cfg, train_set), features_of(rnd, cfg, test_set)
     rows["K-means, random-init features"] = kmeans_scores(x_tr, train_set.targets, k, seed) | probe_scores(
         x_tr, train_set.targets, x_te, test_set.targets) | {"wall (s)": time.perf_counter() - start}
@@ -98,7 +98,7 @@ def one_seed(seed: int, args, out: Path) -> dict[str, dict]:
     rows["K-means, MoCo-v2 features"] = kmeans_scores(x_tr, train_set.targets, k, seed) | probe_scores(
         x_tr, train_set.targets, x_te, test_set.targets) | {"wall (s)": wall}
     ckpt = moco.run_dir / "checkpoints" / "last.pt"
-    trainer, wall2 = train_run(args.recipe, base + [f"name=sela-from-moco-{seed}", f"model.init_checkpoint={ckpt}"])
+    trainer, wall2 = train_run(args.recipe, [*base, f"name=sela-from-moco-{seed}", f"model.init_checkpoint={ckpt}"])
     rows["SeLa from the MoCo-v2 backbone"] = sela_row(trainer, train_set, test_set, wall + wall2)
     return rows
 
@@ -111,7 +111,7 @@ def imbalance_seed(seed: int, args, out: Path) -> dict[str, dict]:
         cfg = load_config(args.recipe, base)
         train_set, test_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "test")
         for name, extra in (("SK", []), ("K-means", ["method.labeller=kmeans"])):
-            trainer, wall = train_run(args.recipe, base + [f"name={imb}-{name}-{seed}", *extra])
+            trainer, wall = train_run(args.recipe, [*base, f"name={imb}-{name}-{seed}", *extra])
             rows[f"{imb}: ours ({name})"] = sela_row(trainer, train_set, test_set, wall)
     return rows
 

@@ -68,8 +68,9 @@ def main() -> None:
     }
     rows = {}
     for name, (storage, sums) in variants.items():
-        rows[name] = per_iteration(lambda x, n: sinkhorn(x, lam=args.lam, max_iters=n, tol=0.0, dtype=sums, inplace=True),
-                                   lambda: logits.to(storage, copy=True), args.iters, args.repeats)
+        rows[name] = per_iteration(
+            lambda x, n, sums=sums: sinkhorn(x, lam=args.lam, max_iters=n, tol=0.0, dtype=sums, inplace=True),
+            lambda storage=storage: logits.to(storage, copy=True), args.iters, args.repeats)
     pot_rate = None
     if not args.skip_pot and device.type == "cpu":
         import ot

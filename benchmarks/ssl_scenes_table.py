@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from tagless.compare import mean_difference
-from tagless.config import load_config
 from tagless.data import build_dataset
 from tagless.device import device_name
-from tagless.engine import Trainer, extract_features
-from tagless.eval.scoring import score_single_label
-from tagless.models import build_backbone_from_config
-from tagless.report.from_run import multilabel_probe_rows
+from tagless.engine import Trainer
+from tagless.engine.baselines import pixels, random_init_backbone
+from tagless.engine.features import view_features
+from tagless.engine.run_config import load_config
+from tagless.eval.scoring import score_multilabel, score_single_label
 from tagless.tables import format_table
 
 # name -> (recipe, extra overrides). SimSiam runs on moco_scenes with its method section replaced.
@@ -53,12 +53,6 @@ METHOD_RUNS = {
 MAP, KNN = "scenes mAP@class (%)", "digits kNN top-1 (%)"
 
 
-def features(backbone, cfg, dataset) -> np.ndarray:
-    v = cfg.views
-    return extract_features(backbone, dataset.images, v.global_size, v.mean, v.std,
-                            crop_fraction=v.eval_crop_fraction).numpy()
-
-
 class Floor:
     """The evaluation sets of one seed: scenes (multi-label) and digits (single-label)."""
 
@@ -71,7 +65,7 @@ class Floor:
     def score(self, embed) -> dict:
         """``embed(dataset) -> N x D`` features scored on both evaluation sets."""
         (s_tr, s_te), (d_tr, d_te) = self.scenes, self.digits
-        (scene,), _ = multilabel_probe_rows(embed(s_tr), s_tr.targets, embed(s_te), s_te.targets)
+        (scene,), _ = score_multilabel(embed(s_tr), s_tr.targets, embed(s_te), s_te.targets)
         digit_rows, _ = score_single_label(embed(d_tr), d_tr.targets, embed(d_te), d_te.targets)
         return {MAP: scene["mAP@class (%)"], "scenes mAP@sample (%)": scene["mAP@sample (%)"],
                 KNN: digit_rows[0]["top-1 (%)"], "digits linear top-1 (%)": digit_rows[1]["top-1 (%)"]}
@@ -83,20 +77,19 @@ def one_seed(seed: int, args, out: Path) -> dict[str, dict]:
     floor = Floor(load_config("moco_scenes", base))
     rows = {}
     start = time.perf_counter()
-    pix = lambda ds: ds.images.reshape(len(ds), -1).astype(np.float32) / 255.0
-    mu = pix(floor.scenes[0]).mean(0, keepdims=True)
-    mu_d = pix(floor.digits[0]).mean(0, keepdims=True)
-    raw = lambda ds: pix(ds) - (mu_d if ds.label_kind == "single" else mu)
+    mu = pixels(floor.scenes[0]).mean(0, keepdims=True)
+    mu_d = pixels(floor.digits[0]).mean(0, keepdims=True)
+    raw = lambda ds: pixels(ds) - (mu_d if ds.label_kind == "single" else mu)
     rows["raw pixels"] = floor.score(raw) | {"wall (s)": time.perf_counter() - start}
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    rnd = build_backbone_from_config(floor.cfg.model)
-    rows["random init"] = floor.score(lambda ds: features(rnd, floor.cfg, ds)) | {"wall (s)": time.perf_counter() - start}
+    rnd = random_init_backbone(floor.cfg)
+    rows["random init"] = floor.score(lambda ds: view_features(rnd, ds.images, floor.cfg.views).numpy()) | {
+        "wall (s)": time.perf_counter() - start}
     for key in args.only:
         label, recipe, extra = METHOD_RUNS[key]
-        trainer = Trainer(load_config(recipe, base + [f"name={key}-{seed}", *extra]), progress=False)
+        trainer = Trainer(load_config(recipe, [*base, f"name={key}-{seed}", *extra]), progress=False)
         result = trainer.run()
-        rows[label] = floor.score(lambda ds, t=trainer: features(t.backbone, t.cfg, ds)) | {
+        rows[label] = floor.score(lambda ds, t=trainer: view_features(t.backbone, ds.images, t.cfg.views).numpy()) | {
             "images/s": result.images_per_s, "wall (s)": result.wall_s}
         print(f"seed {seed} {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[label].items()), flush=True)
     return rows

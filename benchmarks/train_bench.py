@@ -23,6 +23,7 @@ import random
 import tempfile
 import time
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -30,10 +31,10 @@ from PIL import Image, ImageEnhance, ImageFilter
 from torch.overrides import TorchFunctionMode
 
 from tagless.augment import IMAGENET_MEAN, IMAGENET_STD, ViewsConfig, build_views
-from tagless.config import load_config
 from tagless.data import build_dataset
 from tagless.device import device_name
 from tagless.engine import Trainer
+from tagless.engine.run_config import load_config
 from tagless.methods import Batch, DataInfo, MoCo, build_method
 from tagless.models import build_backbone
 
@@ -47,7 +48,7 @@ def pil_view(img: Image.Image, size: int, rng: random.Random) -> np.ndarray:
     for _ in range(10):
         area = w * h * rng.uniform(0.2, 1.0)
         ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-        cw, ch = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
+        cw, ch = round(np.sqrt(area * ratio)), round(np.sqrt(area / ratio))
         if 0 < cw <= w and 0 < ch <= h:
             x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
             break
@@ -115,7 +116,7 @@ class HostReads(TorchFunctionMode):
     """Counts the reads of tensor values on the host (``item``, ``tolist``, ``float(t)``,
     ``bool(t)``...): each one waits for the device to finish its queue."""
 
-    NAMES = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__"}
+    NAMES: ClassVar[set[str]] = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__"}
 
     def __init__(self):
         super().__init__()

@@ -178,7 +178,7 @@ class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or world_size() == 1:
             return super().forward(x)
-        dims = [0] + list(range(2, x.dim()))
+        dims = [0, *list(range(2, x.dim()))]
         xf = x.float()
         count = torch.tensor([xf.numel() / xf.shape[1]], device=x.device, dtype=torch.float32)
         stats = all_reduce_sum_with_grad(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))

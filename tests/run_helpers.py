@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tagless.config import load_config
+from tagless.engine.run_config import load_config
 
 TINY = [
     "data.source=digits", "data.image_size=16", "data.limit=160",

@@ -221,9 +221,9 @@ def test_grayscale_matches_kornia():
 
 def _kornia_ops():
     """kornia's torchvision-style brightness, contrast, saturation, hue (hue in turns)."""
-    return [lambda x, f: kornia.enhance.adjust_brightness_accumulative(x, f),
-            lambda x, f: kornia.enhance.adjust_contrast_with_mean_subtraction(x, f),
-            lambda x, f: kornia.enhance.adjust_saturation_with_gray_subtraction(x, f),
+    return [kornia.enhance.adjust_brightness_accumulative,
+            kornia.enhance.adjust_contrast_with_mean_subtraction,
+            kornia.enhance.adjust_saturation_with_gray_subtraction,
             lambda x, f: kornia.enhance.adjust_hue(x, 2 * math.pi * f)]
 
 

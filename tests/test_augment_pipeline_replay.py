@@ -136,7 +136,7 @@ def test_replay_with_swapped_draws_differs(name, pair):
     # flips of the same size) changes the views.
     cfg, x = CONFIGS[name](), images()
     views, _ = recipe(cfg, x, 0)
-    crops, boxes, flipped, _, _ = replay(cfg, x, 0, order=swapped(*pair))
+    crops, _boxes, _flipped, _, _ = replay(cfg, x, 0, order=swapped(*pair))
     assert not same_crops(views.crops, crops)
 
 
@@ -145,6 +145,6 @@ def test_replay_without_grayscale_differs(name):
     # ... and to each op: a pipeline missing the grayscale step does not match.
     cfg, x = CONFIGS[name](), images()
     views, _ = recipe(cfg, x, 0)
-    crops, boxes, flipped, _, _ = replay(cfg, x, 0, skip=("gray",))
+    crops, boxes, _flipped, _, _ = replay(cfg, x, 0, skip=("gray",))
     assert all(torch.equal(u, v) for u, v in zip(views.boxes, boxes))
     assert not same_crops(views.crops, crops)

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
-from tagless import compare
 from tagless.cli import main
-from tagless.compare import load_spec, mean_difference, mean_std, plan_runs, run_compare
+from tagless.compare import load_spec, mean_difference, mean_std, plan_runs, run_compare, runner
 from tagless.config_io import to_dict
 from tagless.errors import TaglessError
 
@@ -57,13 +55,13 @@ def copy(trained, tmp_path):
 def calls(monkeypatch):
     """Count (and record) compare's calls of train, which still trains for real."""
     seen = []
-    real = compare.train
+    real = runner.train
 
     def counting(cfg, resume=False, progress=True):
         seen.append((cfg.name, resume))
         return real(cfg, resume=resume, progress=False)
 
-    monkeypatch.setattr(compare, "train", counting)
+    monkeypatch.setattr(runner, "train", counting)
     return seen
 
 
@@ -134,7 +132,7 @@ def test_every_run_shares_the_base_but_its_seed(tmp_path):
 
 
 def test_the_command_line_set_wins_over_a_variants_and_the_file_set_does_not(tmp_path):
-    path = write_spec(tmp_path, tmp_path / "runs", set=TINY + ["method.temperature=0.1", "train.epochs=3"])
+    path = write_spec(tmp_path, tmp_path / "runs", set=[*TINY, "method.temperature=0.1", "train.epochs=3"])
     runs = plan_runs(load_spec(path, overrides=["train.epochs=1"], seeds=[7]))
     assert [r.cfg.method.temperature for r in runs] == [0.2, 0.5]  # variant over file
     assert [(r.cfg.train.epochs, r.seed) for r in runs] == [(1, 7), (1, 7)]  # --set and --seeds over the file
@@ -168,7 +166,7 @@ def test_a_changed_config_is_refused_unless_rerun(copy, calls):
 
 # ---- validation ------------------------------------------------------------------------
 def test_a_typo_in_the_last_variant_fails_before_any_training(tmp_path, calls):
-    variants = VARIANTS + [{"name": "t09", "set": ["method.temperatur=0.9"]}]
+    variants = [*VARIANTS, {"name": "t09", "set": ["method.temperatur=0.9"]}]
     path = write_spec(tmp_path, tmp_path / "runs", variants=variants)
     with pytest.raises(TaglessError, match=r"cmp.yaml: variants\[2\].set \(t09\): .*method.temperatur"):
         run_compare(load_spec(path), progress=False)
@@ -176,7 +174,7 @@ def test_a_typo_in_the_last_variant_fails_before_any_training(tmp_path, calls):
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"variants": VARIANTS + [{"name": "t02", "set": []}]}, r"variants\[2\].name: duplicate variant name 't02'"),
+    ({"variants": [*VARIANTS, {"name": "t02", "set": []}]}, r"variants\[2\].name: duplicate variant name 't02'"),
     ({"variants": []}, r"variants: expected a non-empty list"),
     ({"seeds": [0, 0]}, r"seeds: expected a non-empty list of distinct integers"),
     ({"seeds": [-1]}, r"seeds: expected"),
@@ -200,11 +198,11 @@ def test_bad_compare_files_name_the_file_and_the_key(tmp_path, fields, message):
 
 def test_a_bad_common_override_is_blamed_on_set(tmp_path):
     with pytest.raises(TaglessError, match=r"cmp.yaml: set: .*train.epoks"):
-        plan_runs(load_spec(write_spec(tmp_path, tmp_path / "runs", set=TINY + ["train.epoks=1"])))
+        plan_runs(load_spec(write_spec(tmp_path, tmp_path / "runs", set=[*TINY, "train.epoks=1"])))
 
 
 def test_a_missing_init_checkpoint_fails_before_any_training(tmp_path, calls):
-    variants = VARIANTS + [{"name": "ft", "set": [f"model.init_checkpoint={tmp_path}/none.pt"]}]
+    variants = [*VARIANTS, {"name": "ft", "set": [f"model.init_checkpoint={tmp_path}/none.pt"]}]
     with pytest.raises(TaglessError, match=r"variant ft: model.init_checkpoint .*none.pt does not exist"):
         run_compare(load_spec(write_spec(tmp_path, tmp_path / "runs", variants=variants)), progress=False)
     assert calls == []
@@ -223,14 +221,14 @@ def test_bundled_comparisons_load_and_plan():
 
 # ---- failed runs and the command line --------------------------------------------------
 def test_a_failing_variant_is_reported_and_the_exit_status_is_non_zero(tmp_path, monkeypatch, capsys):
-    real = compare.train
+    real = runner.train
 
     def nan_for_t05(cfg, resume=False, progress=True):
         if cfg.name.startswith("t05"):
             raise TaglessError("loss is not finite (nan or inf) at step 1; stopping")
         return real(cfg, resume=resume, progress=False)
 
-    monkeypatch.setattr(compare, "train", nan_for_t05)
+    monkeypatch.setattr(runner, "train", nan_for_t05)
     path = write_spec(tmp_path, tmp_path / "runs")
     assert main(["compare", str(path), "--json"]) == 2
     captured = capsys.readouterr()

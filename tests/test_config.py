@@ -69,9 +69,7 @@ def test_round_trip(tmp_path):
 
 
 def test_run_config_bundled_recipes_validate():
-    from tagless.config import load_config
-
-    from tagless.config import CONFIG_DIR
+    from tagless.engine.run_config import CONFIG_DIR, load_config
 
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     assert {"demo_moco", "demo_simsiam", "sela_digits", "sela_cifar10", "sela_imagenet_alexnet"} <= set(names)
@@ -87,7 +85,7 @@ def test_run_config_bundled_recipes_validate():
 def test_method_section_is_a_tagged_union(tmp_path):
     """``method: {name: X, <X's fields>}``: only the active method's fields are accepted and
     saved; an unknown key lists that method's valid keys in one line."""
-    from tagless.config import load_config
+    from tagless.engine.run_config import load_config
     from tagless.methods import MocoConfig, SimSiamConfig
 
     cfg = load_config("demo_moco", ["method.queue_size=512"])
@@ -106,7 +104,7 @@ def test_method_section_is_a_tagged_union(tmp_path):
 
 
 def test_older_nested_method_sections_still_load():
-    from tagless.config import config_from_dict
+    from tagless.engine.run_config import config_from_dict
 
     cfg = config_from_dict({"method": {"name": "moco", "moco": {"queue_size": 64}, "simsiam": {"proj_dim": 8}}})
     assert cfg.method.queue_size == 64
@@ -128,7 +126,7 @@ def test_help_config_lists_fields_defaults_and_comments(capsys):
 
 
 def test_switching_method_by_override_drops_the_recipe_method_fields():
-    from tagless.config import load_config
+    from tagless.engine.run_config import load_config
     from tagless.methods import SimSiamConfig
 
     cfg = load_config("demo_moco", ["method.name=simsiam", "method.proj_layers=2"])

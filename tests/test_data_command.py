@@ -83,7 +83,8 @@ def test_flags_fire_on_bad_data(tmp_path, capsys):
     # a folder whose only class is a split name
     for i in range(6):
         png(tmp_path / "split" / "test" / f"{i}.png")
-    text, facts = flags_of(capsys, "data.source=image_folder", f"data.root={tmp_path / 'split'}", "data.image_size=8", cache)
+    text, facts = flags_of(capsys, "data.source=image_folder", f"data.root={tmp_path / 'split'}", "data.image_size=8",
+                           cache)
     assert "a single class, named 'test'" in text
     assert "one level down" in " ".join(f["fix"] for f in facts["flags"])
     # a class with one image, and images of very different sizes
@@ -97,7 +98,8 @@ def test_flags_fire_on_bad_data(tmp_path, capsys):
     # an empty split: every row of a split column is train
     rows = ["path,labels,split"] + [f"i{i}.png,{i % 2},train" for i in range(20)]
     (tmp_path / "csv" / "s.csv").write_text("\n".join(rows) + "\n")
-    text, _ = flags_of(capsys, "data.source=csv", f"data.csv_path={tmp_path / 'csv' / 's.csv'}", "data.image_size=8", cache)
+    text, _ = flags_of(capsys, "data.source=csv", f"data.csv_path={tmp_path / 'csv' / 's.csv'}", "data.image_size=8",
+                       cache)
     assert "the test split is empty" in text
 
 

@@ -66,7 +66,7 @@ def _check_scenes(ds: ImageDataset, size: int, k_range=(1, 4)):
         assert boxes.dtype == np.float32 and boxes.shape[1] == 5
         assert k_range[0] <= len(boxes) <= k_range[1]
         covered = np.zeros((size, size), bool)
-        for x0, y0, x1, y1, c in boxes:
+        for x0, y0, x1, y1, _c in boxes:
             assert 0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size
             assert img[int(y0):int(y1), int(x0):int(x1)].any()
             covered[int(y0):int(y1), int(x0):int(x1)] = True

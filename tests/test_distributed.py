@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ddp_helpers import run_in_processes
 from run_helpers import fixed_views, make_images
 from tagless import distributed as dist
-from tagless.methods import Batch, MocoConfig, MoCo
+from tagless.methods import Batch, MoCo, MocoConfig
 from tagless.models import build_backbone
 
 BATCH = 8
@@ -39,7 +39,8 @@ def one_step(model: nn.Module, method: MoCo, images: torch.Tensor) -> dict:
     opt.step()
     method.after_step()
     return {"loss": dist.all_reduce_mean(loss.detach()), "grads": grads, "queue": method.queue.items.clone(),
-            "ptr": method.queue.ptr.clone(), "key_encoder": {n: p.clone() for n, p in method.encoder_k.named_parameters()}}
+            "ptr": method.queue.ptr.clone(),
+            "key_encoder": {n: p.clone() for n, p in method.encoder_k.named_parameters()}}
 
 
 def _moco_worker(rank, world_size, out_dir, bn_mode):
@@ -196,8 +197,8 @@ def test_shuffle_bn_keys_match_per_shard_reference(shuffle_keys, mode):
 
 
 def _trainer_worker(rank, world_size, out_dir):
-    from tagless.config import load_config
     from tagless.engine import Trainer
+    from tagless.engine.run_config import load_config
 
     cfg = load_config("demo_moco", [f"out_dir={out_dir}", "name=ddp", "data.image_size=16", "data.limit=64",
                                     "model.width=0.125", "views.global_size=16", "method.queue_size=48",

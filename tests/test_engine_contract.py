@@ -14,9 +14,9 @@ import torch
 import dummy_method
 from ddp_helpers import run_in_processes
 from run_helpers import records
-from tagless.config import load_config
+from tagless.checkpoint import load_checkpoint
 from tagless.engine import Trainer
-from tagless.engine.checkpoint import load_checkpoint
+from tagless.engine.run_config import load_config
 
 STEPS_PER_EPOCH = 6  # 96 training images, global batch 16
 
@@ -147,7 +147,8 @@ def test_resume_mid_epoch_restores_per_image_state(tmp_path):
     assert b["state"]["epochs_started"][:3].tolist() == [1, 1, 1]  # epoch 1's hook came from the checkpoint
     for name in ("main", "critic"):
         for pid, s in a["optimizers"][name]["state"].items():
-            assert torch.allclose(s["momentum_buffer"], b["optimizers"][name]["state"][pid]["momentum_buffer"], atol=1e-6)
+            assert torch.allclose(s["momentum_buffer"], b["optimizers"][name]["state"][pid]["momentum_buffer"],
+                                  atol=1e-6)
     la = {r["step"]: r["loss"] for r in records(full.run_dir, "train")}
     lb = {r["step"]: r["loss"] for r in records(resumed.run_dir, "train")}
     assert la.keys() == lb.keys()
@@ -174,10 +175,11 @@ def test_epoch_pass_with_chosen_random_views_is_seeded():
 def test_monitor_uses_the_methods_own_classifier_on_multilabel_data():
     """For multi-label data the monitor's mAP@class comes from ``class_scores`` when the method
     has it (in eval mode, on the eval view), else from kNN scores of the backbone."""
-    from tagless.augment import eval_view
-    from tagless.engine.monitor import monitor
-    from tagless.data import build_dataset
     from sklearn.metrics import average_precision_score
+
+    from tagless.augment import eval_view
+    from tagless.data import build_dataset
+    from tagless.engine.monitor import monitor
 
     cfg = load_config("demo_moco", ["data.source=digit_scenes", "data.scene_count=120", "data.image_size=16",
                                     "views.global_size=16", "model.width=0.125"])
@@ -230,7 +232,8 @@ def test_every_registered_method_follows_the_contract(name, tmp_path):
     runs one step forward and backward with finite loss and gradients."""
     from tagless.methods import METHODS, Batch, Method
 
-    trainer = Trainer(config(tmp_path, name, f"method.name={name}", "train.knn_every_epochs=0", *METHOD_EXTRA.get(name, [])),
+    trainer = Trainer(config(tmp_path, name, f"method.name={name}", "train.knn_every_epochs=0",
+                             *METHOD_EXTRA.get(name, [])),
                       progress=False)
     assert isinstance(trainer.method, Method) and isinstance(trainer.method, METHODS[name])
     assert type(trainer.cfg.method) is METHODS[name].Config

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 import tagless.augment as A
-from tagless.config import load_config
 from tagless.engine import train
 from tagless.engine.features import extract_features
+from tagless.engine.run_config import load_config
 
 
 def test_training_on_an_image_folder_prints_no_warning(tmp_path):

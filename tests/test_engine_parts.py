@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from tagless.checkpoint import FORMAT, load_checkpoint, save_atomic
 from tagless.engine.batches import EpochSampler
-from tagless.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
 from tagless.engine.config import OptimConfig
 from tagless.engine.optim import LARS, build_optimizer, lr_schedule, set_lr
 from tagless.errors import TaglessError
@@ -28,7 +28,8 @@ def test_step_schedule():
 
 def test_fixed_lr_group_keeps_base_lr():
     a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
-    opt = build_optimizer(OptimConfig(lr_per_256=0.1), [{"params": a.parameters()}, {"params": b.parameters(), "fixed_lr": True}], 512)
+    opt = build_optimizer(OptimConfig(lr_per_256=0.1),
+                          [{"params": a.parameters()}, {"params": b.parameters(), "fixed_lr": True}], 512)
     set_lr(opt, 0.5)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # 0.2 * 0.5
     assert opt.param_groups[1]["lr"] == pytest.approx(0.2)
@@ -50,7 +51,8 @@ def test_sampler_is_seeded_and_sharded():
     assert full.steps_per_epoch == 2
     for epoch in range(2):
         for i in range(2):
-            np.testing.assert_array_equal(np.concatenate([r0.indices(epoch, i), r1.indices(epoch, i)]), full.indices(epoch, i))
+            np.testing.assert_array_equal(np.concatenate([r0.indices(epoch, i), r1.indices(epoch, i)]),
+                                          full.indices(epoch, i))
     assert not np.array_equal(full.indices(0, 0), full.indices(1, 0))
     assert len(set(np.concatenate([full.indices(0, 0), full.indices(0, 1)]))) == 16
     with pytest.raises(ValueError, match="larger than the dataset"):

@@ -20,17 +20,18 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
+from run_helpers import TINY, losses, tiny
+from run_helpers import records as rows
+from tagless.checkpoint import load_checkpoint
 from tagless.cli import main
 from tagless.data import build_dataset
 from tagless.engine import Trainer, train
 from tagless.engine.batches import DeviceData, Prefetcher
-from tagless.engine.checkpoint import load_checkpoint
+from tagless.engine.checkpoint_features import load_backbone
 from tagless.engine.features import extract_features
 from tagless.engine.trainer import step_generator
 from tagless.eval.knn import knn_multilabel_scores
-from tagless.eval.features import load_backbone
 from tagless.methods import Batch
-from run_helpers import TINY, losses, records as rows, tiny
 
 # ---- 1. `tagless train` from the command line: exit codes 0, 2, 130 -------------------------
 
@@ -90,9 +91,9 @@ def test_cli_train_sigint_is_exit_130_and_keeps_a_loadable_checkpoint(tmp_path):
             proc.communicate()
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err, err
-    lines = [l for l in err.replace("\r", "\n").splitlines() if l.strip()]
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
     assert lines and lines[-1].startswith("tagless: interrupted"), err
-    assert sum("interrupted" in l for l in lines) == 1
+    assert sum("interrupted" in line for line in lines) == 1
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert ckpt["step"] >= 2 and (ckpt["step"] % 2 == 0 or ckpt["step"] % 5 == 0)
     assert set(ckpt["method"]) and ckpt["format"] == "tagless-checkpoint-v1"

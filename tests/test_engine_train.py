@@ -4,16 +4,16 @@ load without tagless."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-from tagless.config import load_config
-from tagless.engine import Trainer, train
-from tagless.engine.checkpoint import load_checkpoint
-from tagless.errors import TaglessError
 from run_helpers import TINY, losses, tiny
+from tagless.checkpoint import load_checkpoint
+from tagless.engine import Trainer, train
+from tagless.engine.run_config import load_config
+from tagless.errors import TaglessError
+
 
 def test_run_directory_contents_and_plain_torch_loading(tmp_path):
     result = train(tiny(tmp_path, "r", "train.epochs=1"), progress=False)
@@ -56,17 +56,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 def test_simsiam_trains_and_lowers_its_loss(tmp_path):
-    cfg = load_config("demo_simsiam", [f"out_dir={tmp_path}", "name=s", *[t for t in TINY if not t.startswith("method.")],
-                                       "train.epochs=8", "train.knn_every_epochs=0", "optim.lr_per_256=0.2"])
+    cfg = load_config("demo_simsiam", [f"out_dir={tmp_path}", "name=s",
+                                       *[t for t in TINY if not t.startswith("method.")],
+                                       "train.epochs=8", "train.knn_every_epochs=0", "optim.lr_per_256=0.5"])
     result = train(cfg, progress=False)
-    l = [v for _, v in sorted(losses(result.run_dir).items())]
-    assert all(-1.0 <= v <= 1.0 for v in l)  # a negative cosine
-    assert np.mean(l[-5:]) < np.mean(l[:5]) - 0.02  # slow at this tiny size, but steady
+    loss_values = [v for _, v in sorted(losses(result.run_dir).items())]
+    assert all(-1.0 <= v <= 1.0 for v in loss_values)  # a negative cosine
+    # slow at this tiny size, but steady (drops ~0.05 on 1 or 2 threads)
+    assert np.mean(loss_values[-5:]) < np.mean(loss_values[:5]) - 0.02
 
 
 KILLER = r"""
 import os, signal, sys
-from tagless.config import load_config
+from tagless.engine.run_config import load_config
 from tagless.engine import Trainer
 
 cfg = load_config("demo_moco", sys.argv[2:])
@@ -94,7 +96,8 @@ def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(tmp_path):
     full = Trainer(tiny(tmp_path, "full", *extra), progress=False)
     full.run()
     args = [f"out_dir={tmp_path}", "name=part", *TINY, *extra]
-    proc = subprocess.run([sys.executable, "-c", KILLER, "7", *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", KILLER, "7", *args], capture_output=True, text=True, timeout=120,
+                          check=False)
     assert proc.returncode == -9, proc.stderr[-2000:]
     part_dir = tmp_path / "part"
     assert load_checkpoint(part_dir / "checkpoints" / "last.pt")["step"] == 6

@@ -27,13 +27,13 @@ def write(tmp_path, name="f.npz", **arrays):
 
 def tiny_run(tmp_path, epochs: int, knn_every: int):
     """Pre-train a tiny MoCo on 96 digits; returns the run directory."""
-    from tagless.config import load_config
     from tagless.engine import train
+    from tagless.engine.run_config import load_config
 
     cfg = load_config("demo_moco", [f"out_dir={tmp_path}", "name=r", "data.image_size=16", "data.limit=96",
                                     "model.width=0.125", "views.global_size=16", "method.queue_size=64",
-                                    "train.batch_size=32", f"train.epochs={epochs}", f"train.knn_every_epochs={knn_every}",
-                                    f"data.cache_dir={tmp_path / 'cache'}"])
+                                    "train.batch_size=32", f"train.epochs={epochs}",
+                                    f"train.knn_every_epochs={knn_every}", f"data.cache_dir={tmp_path / 'cache'}"])
     return train(cfg, progress=False).run_dir
 
 
@@ -164,11 +164,15 @@ def test_linear_and_map_probe_from_features(tmp_path, capsys):
     "arrays, argv, message",
     [
         (dict(x_train=np.zeros((3, 2)), y_train=[0, 1, 0], x_test=np.zeros((2, 2))), ["knn"], "missing array 'y_test'"),
-        (dict(x_train=np.zeros((3, 2)), y_train=[0, 1], x_test=np.zeros((2, 2)), y_test=[0, 1]), ["knn"], "has 2 rows but the features have 3"),
-        (dict(x_train=np.full((3, 2), np.nan), y_train=[0, 1, 0], x_test=np.zeros((2, 2)), y_test=[0, 1]), ["knn"], "NaN"),
-        (dict(x_train=np.zeros((3, 2)), y_train=[0, -3, 0], x_test=np.zeros((2, 2)), y_test=[0, 1]), ["knn"], "below -1"),
+        (dict(x_train=np.zeros((3, 2)), y_train=[0, 1], x_test=np.zeros((2, 2)), y_test=[0, 1]), ["knn"],
+         "has 2 rows but the features have 3"),
+        (dict(x_train=np.full((3, 2), np.nan), y_train=[0, 1, 0], x_test=np.zeros((2, 2)), y_test=[0, 1]), ["knn"],
+         "NaN"),
+        (dict(x_train=np.zeros((3, 2)), y_train=[0, -3, 0], x_test=np.zeros((2, 2)), y_test=[0, 1]), ["knn"],
+         "below -1"),
         (dict(y_test=np.array([[0, 2]]), scores=np.zeros((1, 2))), ["map"], "only 1, 0 or -1"),
-        (dict(x_train=np.zeros((3, 2)), y_train=[0, 1, 0], x_test=np.zeros((2, 3)), y_test=[0, 1]), ["linear"], "x_test has 3"),
+        (dict(x_train=np.zeros((3, 2)), y_train=[0, 1, 0], x_test=np.zeros((2, 3)), y_test=[0, 1]), ["linear"],
+         "x_test has 3"),
     ],
 )
 def test_bad_files_give_one_line_errors(tmp_path, capsys, arrays, argv, message):

@@ -101,7 +101,7 @@ def test_kmeans_deterministic_and_degenerate():
     b = kmeans(x, 6, seed=3)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     dup = torch.zeros(10, 3)  # fewer distinct points than k
-    c, lab, inertia = kmeans(dup, 4)
+    _c, lab, inertia = kmeans(dup, 4)
     assert inertia == 0.0 and lab.shape == (10,)
     with pytest.raises(TaglessError):
         kmeans(x, 0)

@@ -1,7 +1,7 @@
 """The on-disk feature cache of ``tagless eval``: a hit while checkpoint, data and layer are
 unchanged; a recomputation when any of them changes or the cache file is damaged.
 
-Hits and misses are counted by wrapping ``tagless.eval.features.compute_features`` (the
+Hits and misses are counted by wrapping ``tagless.engine.checkpoint_features.compute_features`` (the
 only place features are computed), so the tests see what was computed, not only the result.
 """
 
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-import tagless.eval.features as features
+import tagless.engine.checkpoint_features as features
+from tagless.checkpoint import FORMAT, save_atomic
 from tagless.data import DataConfig
-from tagless.engine.checkpoint import FORMAT, save_atomic
-from tagless.eval.features import dataset_features, load_backbone
+from tagless.engine.checkpoint_features import dataset_features, load_backbone
 from tagless.models import build_backbone
 
 KWARGS = {"stem": "cifar", "width": 0.125, "zero_init_residual": False}
@@ -62,7 +62,7 @@ def setup(tmp_path):
 
 
 def features_of(ckpt, data, split="train", layer=None, **kw):
-    x, ds = dataset_features(load_backbone(ckpt), data, split, layer=layer, **kw)
+    x, _ds = dataset_features(load_backbone(ckpt), data, split, layer=layer, **kw)
     return x
 
 

@@ -155,7 +155,7 @@ def test_linear_probe_protocols():
     res = linear_probe(xt, yt, xs, ys, protocol="val", l2_values=values, seed=0)
     assert res.protocol == "val" and res.curve_split == "val" and res.metric == "accuracy"
     assert res.n_train + res.n_val == 600 and res.n_val == pytest.approx(120, abs=4)
-    assert res.l2 in values and res.C == pytest.approx(1 / (res.l2 * 600))
+    assert res.l2 in values and pytest.approx(1 / (res.l2 * 600)) == res.C
     ref = _sk(xt, yt, res.C).score(xs, ys)
     assert abs(res.score - ref) <= 0.005
     best = linear_probe(xt, yt, xs, ys, protocol="best_on_test", l2_values=values, standardize=True)

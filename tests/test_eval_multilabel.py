@@ -133,8 +133,8 @@ def test_object_size_buckets_and_map_hand_built():
                             [1, 0, 0]])
     boxes = [
         np.array([[0, 0, 10, 10, 0], [0, 0, 200, 200, 0], [0, 0, 50, 50, 1]]),  # c0 large (max), c1 medium
-        np.array([[0, 0, 20, 20, 0], [0, 0, 40, 40, 2], [5, 5, 30, 30, 0]]),    # c0 small (max 625, sum 1025), c2 medium
-        np.array([[0, 0, 100, 100, 1], [0, 0, 5, 5, 2], [0, 0, 30, 30, 0]]),     # c1 large, c2 small, c0 box of a negative
+        np.array([[0, 0, 20, 20, 0], [0, 0, 40, 40, 2], [5, 5, 30, 30, 0]]),  # c0 small (max 625, sum 1025), c2 medium
+        np.array([[0, 0, 100, 100, 1], [0, 0, 5, 5, 2], [0, 0, 30, 30, 0]]),  # c1 large, c2 small, c0 box of a negative
         None,                                                                    # c0 positive without a box
     ]
     expected = torch.tensor([[2, 1, -1],
@@ -271,7 +271,8 @@ def test_digit_scenes_sizes_are_their_pixel_areas():
 def test_eval_map_passes_areas_and_thresholds(monkeypatch, capsys):
     import argparse
 
-    from tagless.eval import commands, features
+    from tagless.commands import evaluate as commands
+    from tagless.engine import checkpoint_features as features
 
     data = DataConfig(source="digit_scenes", image_size=64, scene_count=60, scene_digit_size=(8, 40),
                       object_size_thresholds=(200.0, 900.0), cache_dir="")

@@ -152,7 +152,7 @@ def test_update_writes_inside_the_crop_only(dtype):
     for b in range(3):
         n = INDEX[b]
         ref, inside = ref_update(old[n], probs[b].double().numpy(), BOXES[b].tolist(), bool(FLIPS[b]), m)
-        assert inside.any() and not inside.all() or b == 2
+        assert (inside.any() and not inside.all()) or b == 2
         mask = torch.from_numpy(inside)
         assert torch.equal(store.maps[n][:, ~mask], before[n][:, ~mask])  # bit-identical outside
         np.testing.assert_allclose(as_float(store)[n], ref, atol=tol)

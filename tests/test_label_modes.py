@@ -201,7 +201,8 @@ def test_statistics_against_numpy():
         assert (r["positives"], r["observed"]) == (pos[j], obs[j])
         assert r["kept (%)"] == pytest.approx(100 * obs[j] / pos[j])
     total = rows[0]
-    assert total["positives"] == np.count_nonzero(full == 1) and total["observed"] == np.count_nonzero(full == 1, axis=1).clip(max=1).sum()
+    assert (total["positives"] == np.count_nonzero(full == 1)
+            and total["observed"] == np.count_nonzero(full == 1, axis=1).clip(max=1).sum())
     assert total["kept (%)"] == pytest.approx(100 * total["observed"] / total["positives"])
     assert total["images"] == 300
     assert total["positives/image"] == pytest.approx((full == 1).sum(1).mean())

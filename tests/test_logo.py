@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from ddp_helpers import run_in_processes
 from run_helpers import make_images, records
 from tagless.augment import build_views, logo
-from tagless.config import load_config
+from tagless.checkpoint import load_checkpoint
 from tagless.engine import Trainer
-from tagless.engine.checkpoint import load_checkpoint
+from tagless.engine.run_config import load_config
 from tagless.losses.logo import critic_objective, derangement, local_local, moco_logo_loss, simsiam_logo_loss
 from tagless.methods import METHODS, Batch
 from tagless.methods.logo import Logo, LogoConfig
@@ -101,7 +101,8 @@ def test_critic_objective_hand_computed():
     A, B, NA, NB = a.tolist(), b.tolist(), na.tolist(), nb.tolist()
     expected = 0.0
     for i in range(3):  # noise on the positives only (same draws in both orders); negatives b[perm[i]]
-        expected += 0.5 * sp(-T_(add(A[i], NA[i]) + add(B[i], NB[i]))) + 0.5 * sp(-T_(add(B[i], NA[i]) + add(A[i], NB[i])))
+        expected += (0.5 * sp(-T_(add(A[i], NA[i]) + add(B[i], NB[i])))
+                     + 0.5 * sp(-T_(add(B[i], NA[i]) + add(A[i], NB[i]))))
         expected += 0.5 * sp(T_(A[i] + B[perm[i]])) + 0.5 * sp(T_(B[i] + A[perm[i]]))
     expected /= 3
     a_leaf = a.clone().requires_grad_(True)

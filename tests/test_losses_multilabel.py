@@ -331,7 +331,8 @@ def state_kwargs(name):
         "role": {"label_logits": torch.tensor(TH), "expected_positives": K},
         "en": {"negatives": torch.tensor(NEG)},
         "en_cl": {"negatives": torch.tensor(NEG), "ema_scores": torch.tensor(EMA)},
-        "en_scl": {"negatives": torch.tensor(NEG), "cam_logits": torch.tensor(CAM), "heatmap_target": torch.tensor(HEAT)},
+        "en_scl": {"negatives": torch.tensor(NEG), "cam_logits": torch.tensor(CAM),
+                   "heatmap_target": torch.tensor(HEAT)},
     }.get(name, {})
 
 
@@ -364,7 +365,7 @@ def test_unknown_defaults_and_the_two_conventions_differ():
 
 def _ref_at(name, xs, unknown):
     """The reference evaluated at logits ``xs`` instead of X."""
-    global X
+    global X  # noqa: PLW0603 - the ref_* formulas read the module-level X; swapped in and restored below
     saved, X = X, xs
     try:
         return REFS[name](unknown=unknown)
@@ -485,7 +486,7 @@ def test_finite_without_positives(name):
         loss = LOSSES[name](x, y, unknown=unknown, **kw)
         assert loss.dim() == 0 and torch.isfinite(loss), (name, y, unknown)
         assert loss.requires_grad
-        grads = torch.autograd.grad(loss, [x] + extra, allow_unused=True)
+        grads = torch.autograd.grad(loss, [x, *extra], allow_unused=True)
         assert all(gr is None or torch.isfinite(gr).all() for gr in grads), (name, y, unknown)
 
 
@@ -655,7 +656,7 @@ def ref_splc_row(xs, ys, switched, tau=0.6, m=1.0):
 
 @dataclasses.dataclass
 class _Run:
-    loss: LossConfig = dataclasses.field(default_factory=lambda: LOSS_CONFIGS["bce"]())
+    loss: LossConfig = dataclasses.field(default_factory=LOSS_CONFIGS["bce"])
 
 
 def test_loss_config_loads_the_named_dataclass():

@@ -20,8 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ddp_helpers import run_in_processes
 from run_helpers import fixed_views, make_images, records
 from tagless import distributed as dist
-from tagless.config import load_config
 from tagless.config_io import to_dict
+from tagless.engine.run_config import load_config
 from tagless.errors import TaglessError
 from tagless.losses import info_nce
 from tagless.losses.mls import knn_softmax, mls_bce, mls_bce_pos, topk_positives
@@ -355,21 +355,26 @@ def test_trainer_runs_mls_scenes(mls_run):
 
 
 def test_neighbour_report_matches_brute_force(mls_run, tmp_path, monkeypatch):
+    from tagless.checkpoint import load_checkpoint
     from tagless.data import build_dataset
-    from tagless.engine.checkpoint import load_checkpoint
-    from tagless.eval.features import compute_features, load_backbone
-    from tagless.report import plots
+    from tagless.engine.checkpoint_features import compute_features, load_backbone
+    from tagless.engine.loaded_run import load_run
+    from tagless.report import neighbours
     from tagless.report.neighbours import neighbour_sections
 
     trainer, result = mls_run
     calls = []
-    real = plots.plot_image_grid
+    real = neighbours.plot_image_grid
     def spy(images, path, **kw):
         calls.append((images, kw))
         return real(images, path, **kw)
 
-    monkeypatch.setattr(plots, "plot_image_grid", spy)
-    sections = neighbour_sections(result.run_dir, tmp_path / "report", queries=3, k=4)
+    monkeypatch.setattr(neighbours, "plot_image_grid", spy)
+    run = load_run(result.run_dir)
+    before = {k: v.clone() for k, v in run.backbone.backbone.state_dict().items()}
+    sections = neighbour_sections(run, tmp_path / "report", queries=3, k=4)
+    after = run.backbone.backbone.state_dict()  # the key encoder's weights went into a copy
+    assert all(torch.equal(before[k], after[k]) for k in before)
     assert len(sections) == 1 and sections[0]["title"] == "MLS neighbours"
     png = Path(sections[0]["images"][0])
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -394,13 +399,12 @@ def test_neighbour_report_matches_brute_force(mls_run, tmp_path, monkeypatch):
 
 
 def test_neighbour_report_skips_other_runs(tmp_path):
-    from tagless.engine.checkpoint import FORMAT, save_atomic
+    from types import SimpleNamespace
+
     from tagless.report.neighbours import neighbour_sections
 
-    save_atomic({"format": FORMAT, "method": {"queue.items": torch.zeros(4, 2)}, "config": {}},
-                tmp_path / "run" / "checkpoints" / "last.pt")
-    assert neighbour_sections(tmp_path / "run", tmp_path / "out") == []
-    assert neighbour_sections(tmp_path / "missing", tmp_path / "out") == []
+    other = SimpleNamespace(method_state={"queue.items": torch.zeros(4, 2)})  # a MoCo run: no Q_g
+    assert neighbour_sections(other, tmp_path / "out") == []
 
 
 def test_queue_neighbours_brute_force_over_filled_entries():

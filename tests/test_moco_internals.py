@@ -14,11 +14,11 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from run_helpers import fixed_views, make_images
 from tagless.losses import contrastive_accuracy, info_nce
-from tagless.methods import Batch, MocoConfig, MoCo
+from tagless.methods import Batch, MoCo, MocoConfig
 from tagless.methods.common import KeyQueue
 from tagless.models import build_backbone
-from run_helpers import fixed_views, make_images
 
 N = 8
 M = 0.9

@@ -142,19 +142,19 @@ def _bn(prefix, c):
 
 def _resnet50_state():
     """torchvision resnet50: Bottleneck (3, 4, 6, 3), stride in conv2, downsample in block 0."""
-    out = [("conv1.weight", (64, 3, 7, 7))] + _bn("bn1", 64)
+    out = [("conv1.weight", (64, 3, 7, 7)), *_bn("bn1", 64)]
     in_ch = 64
     for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
         for b in range(blocks):
             p = f"layer{stage}.{b}"
-            out += [(f"{p}.conv1.weight", (planes, in_ch, 1, 1))] + _bn(f"{p}.bn1", planes)
-            out += [(f"{p}.conv2.weight", (planes, planes, 3, 3))] + _bn(f"{p}.bn2", planes)
-            out += [(f"{p}.conv3.weight", (planes * 4, planes, 1, 1))] + _bn(f"{p}.bn3", planes * 4)
+            out += [(f"{p}.conv1.weight", (planes, in_ch, 1, 1)), *_bn(f"{p}.bn1", planes)]
+            out += [(f"{p}.conv2.weight", (planes, planes, 3, 3)), *_bn(f"{p}.bn2", planes)]
+            out += [(f"{p}.conv3.weight", (planes * 4, planes, 1, 1)), *_bn(f"{p}.bn3", planes * 4)]
             if b == 0:
                 out += [(f"{p}.downsample.0.weight", (planes * 4, in_ch, 1, 1))]
                 out += _bn(f"{p}.downsample.1", planes * 4)
             in_ch = planes * 4
-    return out + [("fc.weight", (1000, 2048)), ("fc.bias", (1000,))]
+    return [*out, ("fc.weight", (1000, 2048)), ("fc.bias", (1000,))]
 
 
 def _state(model):

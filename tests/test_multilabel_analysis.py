@@ -7,15 +7,9 @@ import pytest
 
 from tagless.errors import TaglessError
 from tagless.eval import multilabel_analysis as mla
-from tagless.eval.multilabel_analysis import (
-    confident_counts,
-    logit_bias,
-    plot_cam_grid,
-    plot_confident_counts,
-    plot_score_histograms,
-    score_histograms,
-    top_scores,
-)
+from tagless.eval.multilabel_analysis import confident_counts, logit_bias, score_histograms, top_scores
+from tagless.report import multilabel_plots as mlp
+from tagless.report.multilabel_plots import plot_cam_grid, plot_confident_counts, plot_run_score_histograms
 
 
 def _data(n=120, c=7, seed=0):
@@ -88,8 +82,9 @@ def _is_png(path):
 
 def test_plots_write_pngs(tmp_path):
     s, t = _data()
-    hists = {"AN": score_histograms(s, t), "EN + SCL": score_histograms(s + 1, t), "empty pos": score_histograms(s, np.minimum(t, 0))}
-    assert _is_png(plot_score_histograms(hists, tmp_path / "hist.png"))
+    hists = {"AN": score_histograms(s, t), "EN + SCL": score_histograms(s + 1, t),
+             "empty pos": score_histograms(s, np.minimum(t, 0))}
+    assert _is_png(plot_run_score_histograms(hists, tmp_path / "hist.png"))
     counts = {"AN": confident_counts(s), "BCE full": confident_counts(s + 2)}
     assert _is_png(plot_confident_counts(counts, tmp_path / "sub" / "counts.png"))
     rng = np.random.default_rng(0)
@@ -102,11 +97,11 @@ def test_plots_reject_bad_inputs(tmp_path):
     s, t = _data()
     h = score_histograms(s, t)
     with pytest.raises(TaglessError, match="at least one"):
-        plot_score_histograms({}, tmp_path / "x.png")
+        plot_run_score_histograms({}, tmp_path / "x.png")
     with pytest.raises(TaglessError, match="'bad'.*counts per side"):
-        plot_score_histograms({"bad": {**h, "positives": h["positives"][:-1]}}, tmp_path / "x.png")
+        plot_run_score_histograms({"bad": {**h, "positives": h["positives"][:-1]}}, tmp_path / "x.png")
     with pytest.raises(TaglessError, match="'bad'.*edges / positives / negatives"):
-        plot_score_histograms({"bad": {"edges": h["edges"]}}, tmp_path / "x.png")
+        plot_run_score_histograms({"bad": {"edges": h["edges"]}}, tmp_path / "x.png")
     with pytest.raises(TaglessError, match="'AN'.*1-D"):
         plot_confident_counts({"AN": np.ones((3, 2), int)}, tmp_path / "x.png")
     with pytest.raises(TaglessError, match="'AN'.*1-D"):
@@ -129,11 +124,11 @@ def test_plots_reject_bad_inputs(tmp_path):
 
 def test_cam_upsampling_and_logits(tmp_path, monkeypatch):
     # bilinear with half-pixel centres: output pixel j of 4 samples input position (j + .5) / 2 - .5
-    up = mla._upsample(np.array([[[0.0, 1.0]]]), 1, 4)
+    up = mlp._upsample(np.array([[[0.0, 1.0]]]), 1, 4)
     np.testing.assert_allclose(up[0, 0], [0.0, 0.25, 0.75, 1.0])
     seen = []
-    real = mla._upsample
-    monkeypatch.setattr(mla, "_upsample", lambda m, h, w: seen.append(m) or real(m, h, w))
+    real = mlp._upsample
+    monkeypatch.setattr(mlp, "_upsample", lambda m, h, w: seen.append(m) or real(m, h, w))
     images = np.zeros((2, 8, 8, 3), np.uint8)
     logits = np.array([[[-2.0, 0.0], [1.0, 3.0]]] * 2)
     plot_cam_grid(images, logits, None, tmp_path / "a.png")

@@ -5,14 +5,15 @@ negatives, heatmaps, ROLE estimates), label splits in the run directory, the tes
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tagless.config import load_config
 from tagless.engine import Trainer, train
+from tagless.engine.run_config import load_config
 from tagless.losses import LOSSES
 from tagless.methods import Batch, DataInfo, build_method
 from tagless.models import build_backbone
@@ -210,7 +211,7 @@ def test_loss_section_needs_the_multilabel_method():
         load_config("demo_moco", ["loss.name=two_way"])
 
 
-from test_ssl_scenes_recipes import coco_folder  # noqa: E402,F401  (the COCO-format folder fixture)
+from test_ssl_scenes_recipes import coco_folder  # noqa: F401  (the COCO-format folder fixture)
 
 
 def test_recipe_on_a_coco_folder_then_report(coco_folder, tmp_path, capsys, monkeypatch):  # noqa: F811
@@ -273,3 +274,24 @@ def test_state_updates_gather_every_process(tmp_path):
         assert torch.equal(multi["seen"], single["seen"])
         torch.testing.assert_close(multi["ema"], single["ema"], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(multi["maps"].float(), single["maps"].float(), atol=2e-3, rtol=0)
+
+
+def test_report_reads_the_checkpoint_once_and_builds_each_split_once(tmp_path, monkeypatch):
+    """Every report section (features, labels, classifier, clusters, neighbours) shares one
+    LoadedRun: last.pt is read once and the train and test splits are built once each."""
+    from tagless.engine import loaded_run
+    from tagless.report.from_run import report_run
+
+    run = train(config(tmp_path, "rep", "labels.mode=single_positive", "loss.name=an"), progress=False).run_dir
+    reads, builds = [], []
+    real_load, real_build = loaded_run.load_checkpoint, loaded_run.build_dataset
+    monkeypatch.setattr(loaded_run, "load_checkpoint", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+    monkeypatch.setattr(loaded_run, "build_dataset", lambda cfg, split: builds.append(split) or real_build(cfg, split))
+    import tagless.data as data_pkg
+    from tagless.engine import checkpoint_features
+
+    for module in (data_pkg, checkpoint_features):
+        monkeypatch.setattr(module, "build_dataset", lambda *a, **k: pytest.fail("a section built a split itself"))
+    page = Path(report_run(run, device="cpu")["report"]).read_text()
+    assert "Classifier on the test split" in page and "Training labels" in page
+    assert len(reads) == 1 and sorted(builds) == ["test", "train"]

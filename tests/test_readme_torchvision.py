@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from tagless.engine.checkpoint import FORMAT, save_atomic
+from tagless.checkpoint import FORMAT, save_atomic
 from tagless.models import build_backbone
 from test_models_resnet_names import RESNET18_STATE, _resnet50_state
 
@@ -229,7 +229,7 @@ def test_cifar_checkpoint_needs_the_two_lines(tmp_path, torchvision, capsys):
 @pytest.mark.parametrize("stem", ["imagenet", "cifar"])
 def test_width_snippet_and_torchvision_refuses_it(tmp_path, torchvision, capsys, stem):
     imagenet, cifar, width = _blocks()
-    path, bb = _checkpoint(tmp_path, stem, width=0.25)
+    path, _bb = _checkpoint(tmp_path, stem, width=0.25)
     out = _run(width, path, capsys)
     assert out == _expected_output(width)
     for block in (imagenet, cifar):

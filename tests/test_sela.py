@@ -13,17 +13,17 @@ import torch
 import torch.nn.functional as F
 
 from ddp_helpers import run_in_processes
+from run_helpers import records
 from tagless.augment import build_views, eval_view, two_views
-from tagless.config import load_config
 from tagless.engine import Trainer
 from tagless.engine.epoch import EpochPass
+from tagless.engine.run_config import load_config
 from tagless.errors import TaglessError
 from tagless.methods import Batch, DataInfo, SeLa, SelaConfig
 from tagless.methods.sela import update_epochs
 from tagless.methods.sela_labels import read_labels_csv, write_labels_csv
 from tagless.models import build_backbone
 from tagless.ot import sinkhorn
-from run_helpers import records
 
 SETTINGS = dict(size=8, crop_fraction=1.0, mean=(0.5,) * 3, std=(0.25,) * 3)
 
@@ -43,8 +43,8 @@ def tiny_sela(n=40, heads=(4, 3), seed=0, **cfg):
     data = DataInfo.from_arrays(images, np.arange(n) % 4, list("abcd"), "single")
     torch.manual_seed(seed)
     backbone = build_backbone("resnet18", stem="cifar", width=0.125)
-    method = SeLa(backbone, build_views(two_views(global_size=8, flip_p=0.0)), SelaConfig(head_clusters=list(heads), **cfg),
-                  data, seed=seed)
+    method = SeLa(backbone, build_views(two_views(global_size=8, flip_p=0.0)),
+                  SelaConfig(head_clusters=list(heads), **cfg), data, seed=seed)
     return method, data
 
 
@@ -56,7 +56,7 @@ def test_initial_labels_are_balanced_and_loss_is_the_mean_over_heads_and_views()
     index = torch.tensor([3, 7, 11, 20])
     batch = Batch(data.read(index), index, data.targets[index], 0, 0, torch.Generator().manual_seed(1))
     method.eval()  # BN statistics fixed, so the recomputation below sees the same network
-    loss, logs = method.step(batch)
+    loss, _logs = method.step(batch)
     crops = method.views(batch.images, torch.Generator().manual_seed(1)).crops
     feats = method.trunk(torch.cat(crops))
     expected = np.mean([F.cross_entropy(head(feats), method.labels[h, index].repeat(2)).item()
@@ -82,7 +82,8 @@ def test_relabelling_equals_sinkhorn_of_the_heads_on_eval_features():
             counts = torch.bincount(method.labels[h], minlength=head.out_features)
             assert counts.min() >= 0.5 * 60 / head.out_features  # near-equipartition of the hard labels
         ref0 = sinkhorn(method.heads.heads[0](feats).double(), lam=10.0, tol=1e-10, max_iters=10000, output="probs")
-        assert torch.allclose(method.confidence.double(), ref0.probs.gather(1, ref0.labels[:, None]).squeeze(1), atol=1e-6)
+        assert torch.allclose(method.confidence.double(), ref0.probs.gather(1, ref0.labels[:, None]).squeeze(1),
+                              atol=1e-6)
     logs = method.epoch_logs()
     assert logs["label_update_epoch"] == 0 and 0 <= logs["labels_changed"] <= 1
     assert method.pseudo_labels().shape == (60, 2)
@@ -167,7 +168,7 @@ def test_training_labels_command_and_transfer(tmp_path, capsys):
     assert main(["labels", str(result.run_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     csv_path = Path(out["file"])
-    rows = [l.split(",") for l in csv_path.read_text().splitlines()]
+    rows = [line.split(",") for line in csv_path.read_text().splitlines()]
     assert rows[0] == ["index", "path", "head_0", "head_1"] and len(rows) == 97 and rows[1][1] == ""
     head0 = np.array([int(r[2]) for r in rows[1:]])
     truth = trainer.train_set.targets
@@ -182,9 +183,8 @@ def test_training_labels_command_and_transfer(tmp_path, capsys):
 
 def test_labels_command_refuses_runs_without_labels(tmp_path):
     from run_helpers import tiny
-
+    from tagless.commands.labels import export_labels
     from tagless.engine import train
-    from tagless.labels import export_labels
 
     result = train(tiny(tmp_path, "moco", "train.epochs=1", "train.knn_every_epochs=0"), progress=False)
     with pytest.raises(TaglessError, match="keeps no per-image labels"):

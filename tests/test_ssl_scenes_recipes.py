@@ -62,7 +62,7 @@ def test_scene_recipe_runs_on_a_coco_folder(recipe, coco_folder, tmp_path, capsy
 
 def test_scene_recipes_share_data_backbone_optimiser_epochs_and_seed():
     from tagless import config_io
-    from tagless.config import load_config
+    from tagless.engine.run_config import load_config
 
     sections = {}
     for recipe in RECIPES:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from ddp_helpers import run_in_processes
 import swav_reference
+from ddp_helpers import run_in_processes
 from run_helpers import records
 from tagless import distributed as dist
 from tagless.augment import build_views
@@ -310,8 +310,8 @@ def test_sgd_steps_lower_the_loss(monkeypatch):
 
 
 def test_recipe_trains_and_logs_finite_losses(tmp_path):
-    from tagless.config import load_config
     from tagless.engine import Trainer
+    from tagless.engine.run_config import load_config
 
     cfg = load_config("swav_scenes")
     assert isinstance(cfg.method, SwavConfig) and cfg.data.source == "digit_scenes" and cfg.views.recipe == "multi_crop"

@@ -52,9 +52,9 @@ def sample_resized_crop_params(batch_size: int, height: int, width: int,
     # Fallback (torchvision): the whole image, clipped to the nearest allowed aspect ratio.
     in_ratio = width / height
     if in_ratio < ratio[0]:
-        fw, fh = width, int(round(width / ratio[0]))
+        fw, fh = width, round(width / ratio[0])
     elif in_ratio > ratio[1]:
-        fw, fh = int(round(height * ratio[1])), height
+        fw, fh = round(height * ratio[1]), height
     else:
         fw, fh = width, height
     w = torch.where(found, w, torch.full_like(w, fw))
@@ -74,8 +74,8 @@ def center_crop_box(height: int, width: int, size, fraction: float = 1.0) -> tup
     fits, times ``fraction`` per side (0.875 = Resize(256) + CenterCrop(224))."""
     out_h, out_w = pair(size)
     side = min(height / out_h, width / out_w) * fraction
-    ch, cw = max(1, int(round(out_h * side))), max(1, int(round(out_w * side)))
-    y0, x0 = int(round((height - ch) / 2)), int(round((width - cw) / 2))
+    ch, cw = max(1, round(out_h * side)), max(1, round(out_w * side))
+    y0, x0 = round((height - ch) / 2), round((width - cw) / 2)
     return x0, y0, x0 + cw, y0 + ch
 
 

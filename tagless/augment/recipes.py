@@ -23,10 +23,20 @@ import torch
 from tagless.augment.blur import apply_gaussian_blur, auto_kernel_size, sample_gaussian_blur_params
 from tagless.augment.crop import apply_resized_crop, center_crop_resize, sample_resized_crop_params
 from tagless.augment.flip import sample_horizontal_flip_params
-from tagless.augment.jitter import (apply_color_jitter, apply_grayscale, sample_color_jitter_params,
-                                    sample_grayscale_params)
-from tagless.augment.pixel import (IMAGENET_MEAN, IMAGENET_STD, apply_solarize, normalize,
-                                   sample_solarize_params, to_float)
+from tagless.augment.jitter import (
+    apply_color_jitter,
+    apply_grayscale,
+    sample_color_jitter_params,
+    sample_grayscale_params,
+)
+from tagless.augment.pixel import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    apply_solarize,
+    normalize,
+    sample_solarize_params,
+    to_float,
+)
 from tagless.errors import TaglessError
 
 # Every recipe's values. A field left unset (None) in a ViewsConfig takes its recipe's value,

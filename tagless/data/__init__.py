@@ -24,4 +24,4 @@ from tagless.data.dataset import ImageDataset
 from tagless.data.registry import SOURCES, build_dataset
 from tagless.data.scenes import digit_scenes
 
-__all__ = ["DataConfig", "ImageDataset", "SOURCES", "build_dataset", "digit_scenes"]
+__all__ = ["SOURCES", "DataConfig", "ImageDataset", "build_dataset", "digit_scenes"]

@@ -36,7 +36,8 @@ class DataConfig:
     label_kind: str = "auto"  # auto | single | multi | partial | single_positive (CSV labels)
     csv_path: str = ""  # csv source: the CSV; image_folder: flat form `path,labels` CSV
     annotations: str = ""  # coco instances JSON; may contain `{split}`
-    train_split_name: str = ""  # file name of the train split; "" = the source's (coco: train; voc: trainval, else train)
+    # file name of the train split; "" = the source's (coco: train; voc: trainval, else train)
+    train_split_name: str = ""
     test_split_name: str = ""  # name of the test split; "" = the source's (coco: val; voc: test, else val)
     label_separator: str = "auto"  # csv labels: ; | , | whitespace | auto (the one that fits the file)
     decode_workers: int = 0  # decoding threads; 0 = min(8, cpu count)
@@ -45,7 +46,8 @@ class DataConfig:
     scene_digit_size: tuple[int, int] = (12, 28)  # min, max digit side in pixels
     scene_max_overlap: float = 0.2  # max fraction of the smaller digit square covered
     scene_noise_std: float = 0.0  # gaussian background noise, in uint8 grey levels
-    object_size_thresholds: tuple[float, float] = (1024.0, 9216.0)  # COCO's small/medium/large limits in original pixels^2
+    # COCO's small/medium/large limits in original pixels^2
+    object_size_thresholds: tuple[float, float] = (1024.0, 9216.0)
 
     def validate(self) -> None:
         """Called by the config loader: the source must be registered and values in range."""

@@ -62,7 +62,7 @@ def decode_into(out: np.ndarray, paths: list[str], size: int, workers: int = 0,
         try:
             out[i], sizes[i] = decode_image(paths[i], size)
             return None
-        except Exception as exc:  # Pillow raises many types for bad files
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types; any failure = unreadable file
             out[i] = 0
             return f"{type(exc).__name__}: {exc}"
 

@@ -178,7 +178,7 @@ def load_label_split(path, full_targets: np.ndarray) -> LabelSplit:
                            mode=str(a["mode"]), keep_fraction=float(a["keep_fraction"]), seed=int(a["seed"]),
                            val_fraction=float(a["val_fraction"]))
         n, c = int(a["num_images"]), int(a["num_classes"])
-    except Exception as exc:  # anything unreadable is the same user error
+    except Exception as exc:  # noqa: BLE001 - anything unreadable is the same user error
         raise TaglessError(f"{path}: not a tagless label split ({type(exc).__name__}: {exc})") from None
     if (n, c) != full.shape:
         raise TaglessError(f"{path}: the split is for {n} images x {c} classes but the data has "

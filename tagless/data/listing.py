@@ -1,6 +1,8 @@
 """`Listing`: what a source found (files or raw arrays, labels, boxes) before decoding."""
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +57,8 @@ class Listing:
         def join(seqs):
             if seqs[0] is None:
                 return None
-            return np.concatenate(seqs) if isinstance(seqs[0], np.ndarray) else sum(seqs, [])
+            return (np.concatenate(seqs) if isinstance(seqs[0], np.ndarray)
+                    else functools.reduce(operator.iadd, seqs, []))
 
         return Listing(
             targets=np.concatenate([p.targets for p in parts]), classes=first.classes,
@@ -63,6 +66,6 @@ class Listing:
             paths=join([p.paths for p in parts]), arrays=join([p.arrays for p in parts]),
             row_ids=join([p.row_ids for p in parts]), boxes=join([p.boxes for p in parts]),
             extras={k: join([p.extras[k] for p in parts]) for k in first.extras},
-            key_files=sum((p.key_files for p in parts), []),
+            key_files=functools.reduce(operator.iadd, (p.key_files for p in parts), []),
             notes=list(dict.fromkeys(n for p in parts for n in p.notes)),
         )

@@ -1,7 +1,7 @@
 """`SOURCES` (name -> loader) and `build_dataset(cfg, split)`."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -63,5 +63,5 @@ def imbalanced_indices(ds: ImageDataset, cfg: DataConfig) -> np.ndarray:
     chosen = [np.flatnonzero(targets < 0)]
     for c, fraction in enumerate(keep):
         members = np.flatnonzero(targets == c)
-        chosen.append(rng.permutation(members)[: int(round(fraction * len(members)))])
+        chosen.append(rng.permutation(members)[: round(fraction * len(members))])
     return np.sort(np.concatenate(chosen))

@@ -12,7 +12,7 @@ def split_indices(n: int, split: str, test_fraction: float, seed: int) -> np.nda
     The test part is the first round(n * test_fraction) items of one permutation of range(n)
     drawn from `seed`, so train and test are disjoint and cover everything."""
     perm = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(n * test_fraction))
+    n_test = round(n * test_fraction)
     return {"train": perm[n_test:], "test": perm[:n_test], "all": perm}[split]
 
 

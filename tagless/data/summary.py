@@ -10,6 +10,7 @@ import numpy as np
 
 from tagless.data.config import DataConfig
 from tagless.data.dataset import ImageDataset
+from tagless.data.object_sizes import object_size_buckets
 from tagless.errors import TaglessError
 
 SEPARATORS = {";": "';'", ",": "','", " ": "spaces"}
@@ -42,8 +43,6 @@ def split_facts(ds: ImageDataset, image_size: int, size_thresholds: tuple[float,
         facts["labels_per_image"] = {"mean": float(per_image.mean()), "histogram": _histogram(per_image)}
         facts["unknown_share"] = float((t == -1).mean())
     if ds.boxes is not None:
-        from tagless.eval.multilabel import object_size_buckets
-
         per_image = np.array([len(b) for b in ds.boxes])
         facts["boxes_per_image"] = {"mean": float(per_image.mean()), "histogram": _histogram(per_image)}
         if t.ndim == 2:
@@ -74,7 +73,8 @@ def flags(splits: dict[str, dict], classes: list[str], source: str, image_size: 
     for name, facts in splits.items():
         if facts.get("error") or facts["images"] == 0:
             flag(f"the {name} split is empty ({facts.get('error', 'no images')})",
-                 f"add the {name} split, or check data.root and the split names (data.train_split_name / test_split_name)")
+                 f"add the {name} split, or check data.root and the split names "
+                 f"(data.train_split_name / test_split_name)")
     train = splits.get("train", {})
     n_train = train.get("images", 0)
     if n_train and len(classes) > max(1, n_train // 10):
@@ -133,10 +133,24 @@ def data_facts(cfg: DataConfig) -> tuple[dict, dict[str, ImageDataset]]:
     return facts, datasets
 
 
+def facts_header(facts: dict) -> str:
+    """One sentence: the source, its root, image size, label kind and number of classes."""
+    root = f" at {facts['root']}" if facts["root"] else ""
+    return (f"source {facts['source']}{root}; images resized to {facts['image_size']} px; label kind "
+            f"{facts['label_kind']}; {len(facts['classes'])} classes")
+
+
+def class_rows(facts: dict) -> list[dict]:
+    """Per class, its image count in each split."""
+    return [{"class": c, **{s: f.get("class_counts", {}).get(c) for s, f in facts["splits"].items()}}
+            for c in facts["classes"]]
+
+
 def one_line(cfg: DataConfig, train: ImageDataset, test: ImageDataset | None) -> str:
     """``data: digits, 1438 train / 359 test images at 16 px, single-label, 10 classes``."""
     where = f" ({cfg.root})" if cfg.root else ""
     sizes = f"{len(train)} train" + (f" / {len(test)} test" if test is not None else "")
     kind = {"single": "single-label", "multi": "multi-label"}.get(train.label_kind, train.label_kind)
     extra = f"; {len(train.skipped)} unreadable files skipped" if train.skipped else ""
-    return f"data: {cfg.source}{where}, {sizes} images at {cfg.image_size} px, {kind}, {len(train.classes)} classes{extra}"
+    return (f"data: {cfg.source}{where}, {sizes} images at {cfg.image_size} px, {kind}, "
+            f"{len(train.classes)} classes{extra}")

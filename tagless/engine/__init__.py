@@ -1,10 +1,10 @@
-"""The training engine: loop, optimisers, schedules, checkpoints, logging.
+"""The training engine: the run config, loop, optimisers, schedules, monitor, and what turns
+a checkpoint into features.
 
-``train``/``Trainer`` are imported on first use, so the light parts (checkpoints, schedules)
-load without building the whole stack.
+``train``/``Trainer`` are imported on first use, so the light parts (configs, features) load
+without building the whole stack.
 """
 
-from tagless.engine.checkpoint import load_checkpoint, save_atomic
 from tagless.engine.config import OptimConfig, TrainConfig
 from tagless.engine.features import extract_features
 
@@ -17,4 +17,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["OptimConfig", "TrainConfig", "TrainResult", "Trainer", "extract_features", "load_checkpoint", "save_atomic", "train"]
+__all__ = ["OptimConfig", "TrainConfig", "TrainResult", "Trainer", "extract_features", "train"]

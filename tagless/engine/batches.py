@@ -122,7 +122,7 @@ class Prefetcher:
         for s in steps:
             try:
                 item = (s, fetch(s), None)
-            except BaseException as e:  # surface the error in the consumer
+            except BaseException as e:  # noqa: BLE001 - surface the error in the consumer, which re-raises it
                 self._put((s, None, e))
                 return
             if not self._put(item):

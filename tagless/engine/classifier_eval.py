@@ -11,11 +11,20 @@ reports (``TrainResult.test``, ``test.json``) and ``tagless compare`` tabulates.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from tagless.engine.monitor import classifier_scores
+
+SCORES_FILE = "test_scores.npz"  # logits (float16) and clean targets of the test split
+
+
+def save_test_scores(run_dir: Path, scores: torch.Tensor, targets: torch.Tensor) -> None:
+    """``RUN_DIR/test_scores.npz``: the logits and clean targets the report and compare read."""
+    np.savez_compressed(Path(run_dir) / SCORES_FILE, scores=scores.numpy().astype(np.float16),
+                        targets=targets.numpy().astype(np.int8))
 
 
 def test_scores(method, dataset, cfg, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,8 +58,6 @@ def score_numbers(scores: torch.Tensor, targets: torch.Tensor, dataset=None, cfg
     return out
 
 
-
-
 class _CheckpointClassifier(torch.nn.Module):
     """Backbone + the 1x1-conv classifier of a ``multilabel`` checkpoint: class logits."""
 
@@ -64,7 +71,7 @@ class _CheckpointClassifier(torch.nn.Module):
 
 def checkpoint_classifier(method_state: dict, loaded) -> torch.nn.Module | None:
     """The classifier in a checkpoint's ``method`` state (method ``multilabel``) on the backbone
-    ``loaded`` (:class:`tagless.eval.features.LoadedBackbone`), or None when it has none."""
+    ``loaded`` (:class:`tagless.engine.checkpoint_features.LoadedBackbone`), or None when it has none."""
     from tagless.models.heads import CamClassifier
 
     weight = method_state.get("head.classifier.weight")
@@ -79,21 +86,22 @@ def checkpoint_classifier(method_state: dict, loaded) -> torch.nn.Module | None:
 
 def load_classifier(path, device="cpu"):
     """``(loaded backbone, classifier or None)`` of a checkpoint, read from disk once."""
-    from tagless.engine.checkpoint import load_checkpoint
-    from tagless.eval.features import backbone_from_checkpoint
+    from tagless.checkpoint import load_checkpoint
+    from tagless.engine.checkpoint_features import backbone_from_checkpoint
 
     ckpt = load_checkpoint(path, map_location="cpu")
     loaded = backbone_from_checkpoint(ckpt, path, device)
     return loaded, checkpoint_classifier(ckpt.get("method", {}), loaded)
 
 
-def checkpoint_test_scores(model, loaded, data) -> tuple[object, torch.Tensor]:
+def checkpoint_test_scores(model, loaded, data, test=None) -> tuple[object, torch.Tensor]:
     """``(test split of the data section, the classifier's logits N x C on the CPU)`` in the
-    checkpoint's own eval view (``eval map --checkpoint`` and the report)."""
+    checkpoint's own eval view (``eval map --checkpoint`` and the report); ``test``: that
+    split already built."""
     from tagless.data import build_dataset
     from tagless.engine.features import extract_features
 
-    test = build_dataset(data, "test")
+    test = test if test is not None else build_dataset(data, "test")
     device = next(model.parameters()).device
     scores = extract_features(model, test.images, loaded.size, loaded.mean, loaded.std, device=device,
                               crop_fraction=loaded.crop_fraction)

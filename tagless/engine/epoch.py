@@ -45,9 +45,10 @@ class EpochPass:
         ``fn`` gets the normalised eval view (float B x C x s x s, the run's eval preprocessing)
         or, with ``views``, ``views(images_uint8, generator)`` (a Views object) with a generator
         seeded by (seed, epoch, first index of the batch): random views depend on how the
-        shards are cut, so they differ between runs on different numbers of processes. It returns a tensor with B rows. Train/eval modes
-        are the method's to set. Returns ``(index, out)``: this rank's shard, or every rank's
-        concatenated in index order when ``gather`` (all ranks must call it then).
+        shards are cut, so they differ between runs on different numbers of processes. It
+        returns a tensor with B rows. Train/eval modes are the method's to set. Returns
+        ``(index, out)``: this rank's shard, or every rank's concatenated in index order when
+        ``gather`` (all ranks must call it then).
         """
         idx = self.indices()
         outs = []

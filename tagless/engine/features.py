@@ -52,3 +52,12 @@ def extract_features(
     finally:
         backbone.train(was_training)
     return torch.cat(out) if out else torch.empty(0, device=device)
+
+
+def view_features(module: nn.Module, images: np.ndarray | torch.Tensor, views, device: torch.device | str = "cpu",
+                  batch_size: int = 512) -> torch.Tensor:
+    """:func:`extract_features` in the eval view a run's ``views`` section describes (its global
+    size, normalisation and centred-crop fraction): the features the monitor, the demo's
+    baselines and the benchmarks score."""
+    return extract_features(module, images, views.global_size, views.mean, views.std, batch_size=batch_size,
+                            device=device, crop_fraction=views.eval_crop_fraction)

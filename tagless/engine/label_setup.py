@@ -31,10 +31,7 @@ def prepare_labels(cfg, train_set, run_dir: Path, resume: bool):
         raise TaglessError(f"labels.mode={cfg.labels.mode} / labels.val_fraction need multi-label data; "
                            f"{cfg.data.source} gives {train_set.label_kind} labels")
     own = Path(run_dir) / SPLIT_FILE
-    if resume and own.exists():
-        split = load_label_split(own, targets)
-    else:
-        split = resolve_label_split(targets, cfg.labels)
+    split = load_label_split(own, targets) if resume and own.exists() else resolve_label_split(targets, cfg.labels)
     if dist.is_main() and not (resume and own.exists()):
         own.parent.mkdir(parents=True, exist_ok=True)
         save_label_split(split, own)

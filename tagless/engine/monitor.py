@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from tagless.engine.features import extract_features
+from tagless.engine.features import view_features
 from tagless.methods.contract import hook
 
 MULTI_KINDS = ("multi", "partial", "single_positive")
@@ -43,22 +43,16 @@ def _bank_indices(train_set, cfg) -> np.ndarray:
     return idx
 
 
-def _features(module: nn.Module, images, cfg, device: torch.device) -> torch.Tensor:
-    views = cfg.views
-    return extract_features(module, images, views.global_size, views.mean, views.std, device=device,
-                            crop_fraction=views.eval_crop_fraction)
-
-
 def classifier_scores(method: nn.Module, images, cfg, device: torch.device) -> torch.Tensor:
     """The method's own class logits (``class_scores``) of ``images`` in the run's eval view."""
-    return _features(_ClassScores(method), images, cfg, device)
+    return view_features(_ClassScores(method), images, cfg.views, device)
 
 
 def monitor(method: nn.Module, train_set, held_out, cfg, device: torch.device) -> dict[str, float]:
     """The monitor's numbers (percentages), keyed as :data:`MONITOR_KEYS`."""
     from tagless.eval import knn_multilabel_scores, knn_predict, map_class, map_sample, nmi
 
-    features = lambda module, images: _features(module, images, cfg, device)
+    features = lambda module, images: view_features(module, images, cfg.views, device)
     out: dict[str, float] = {}
     kind = held_out.label_kind if held_out is not None else "none"
     if kind == "single" and train_set.label_kind == "single":

@@ -37,7 +37,8 @@ class LARS(torch.optim.Optimizer):
                 d_p = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad.clone()
                 if group["lars_adapt"]:
                     w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d_p)
-                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm))
+                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
+                                        torch.ones_like(w_norm))
                     d_p.mul_(trust)
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
@@ -68,7 +69,8 @@ def build_optimizer(cfg: OptimConfig, param_groups: list[dict], global_batch: in
     for group in param_groups:
         unknown = set(group) - {"params", *GROUP_KEYS}
         if unknown:
-            raise TaglessError(f"parameter group with unknown key(s) {sorted(unknown)} (known: {', '.join(GROUP_KEYS)})")
+            raise TaglessError(f"parameter group with unknown key(s) {sorted(unknown)} "
+                               f"(known: {', '.join(GROUP_KEYS)})")
         params = [p for p in group["params"] if p.requires_grad]
         extra = {"lr_scale": 1.0, "fixed_lr": False, "weight_decay": cfg.weight_decay,
                  **{k: v for k, v in group.items() if k != "params"}}
@@ -93,14 +95,15 @@ def lr_schedule(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> np.ndarr
     """Multiplier of the base lr for every global step: linear warm-up from 0, then cosine
     decay to ``final_lr_fraction`` (SGDR without restarts), constant, or step decay."""
     total = steps_per_epoch * epochs
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
     steps = np.arange(total, dtype=np.float64)
     if cfg.schedule == "cosine":
         progress = np.clip((steps - warmup) / max(1, total - warmup), 0.0, 1.0)
         mult = cfg.final_lr_fraction + (1 - cfg.final_lr_fraction) * 0.5 * (1 + np.cos(math.pi * progress))
     elif cfg.schedule == "step":
         epoch = steps / steps_per_epoch
-        mult = cfg.step_gamma ** np.searchsorted(np.asarray(cfg.step_milestones_epochs, dtype=np.float64), epoch, side="right")
+        mult = cfg.step_gamma ** np.searchsorted(np.asarray(cfg.step_milestones_epochs, dtype=np.float64), epoch,
+                                                 side="right")
     else:
         mult = np.ones(total)
     if warmup > 0:

@@ -19,13 +19,14 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = False):
         self.enabled = enabled
-        self.file = open(Path(run_dir) / "metrics.jsonl", "a") if enabled else None
+        self.file = open(Path(run_dir) / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115 - open until close()
         self.tb = None
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                print("tensorboard is not installed (pip install tagless[tensorboard]); logging to metrics.jsonl only", file=sys.stderr)
+                print("tensorboard is not installed (pip install tagless[tensorboard]); logging to metrics.jsonl only",
+                      file=sys.stderr)
             else:
                 self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 

@@ -22,17 +22,17 @@ from torch.nn.parallel import DistributedDataParallel
 from tagless import config_io
 from tagless import distributed as dist
 from tagless.augment import build_views
+from tagless.checkpoint import FORMAT, load_checkpoint, save_atomic
 from tagless.data import build_dataset
 from tagless.device import resolve_device
 from tagless.engine.batches import DeviceData, EpochSampler, Prefetcher
-from tagless.engine.checkpoint import FORMAT, load_checkpoint, save_atomic
 from tagless.engine.epoch import EpochPass
+from tagless.engine.label_setup import expected_positives, prepare_labels
 from tagless.engine.monitor import MONITOR_KEYS, monitor
 from tagless.engine.optim import ScheduledOptimizers
 from tagless.engine.progress import MetricsLog, progress_bar
 from tagless.engine.runinfo import run_info
 from tagless.errors import TaglessError
-from tagless.engine.label_setup import expected_positives, prepare_labels
 from tagless.methods import METHODS, Batch, DataInfo, build_method, hook
 from tagless.models import backbone_kwargs, build_backbone_from_config
 
@@ -89,7 +89,8 @@ class Trainer:
         self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
         self.progress = progress and dist.is_main()
         if self.ckpt_path.exists() and not resume:
-            raise TaglessError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose another name=")
+            raise TaglessError(f"{self.run_dir} already holds a run: pass --resume to continue it "
+                               f"or choose another name=")
         if resume and not self.ckpt_path.exists():
             raise TaglessError(f"nothing to resume: {self.ckpt_path} does not exist")
         self.resume = resume
@@ -212,7 +213,8 @@ class Trainer:
         """Stop (on every rank) if a loss since the start was NaN/inf: one device sync."""
         first_bad = int(dist.all_reduce_min(self._first_bad))
         if first_bad != _NEVER:
-            where = f"last good checkpoint: {self.ckpt_path}" if self.ckpt_path.exists() else "no checkpoint was written yet"
+            where = (f"last good checkpoint: {self.ckpt_path}" if self.ckpt_path.exists()
+                     else "no checkpoint was written yet")
             raise TaglessError(f"loss is not finite (nan or inf) at step {first_bad}; stopping ({where}). "
                                f"Lower optim.lr_per_256 or set train.grad_clip_norm.")
 
@@ -223,7 +225,8 @@ class Trainer:
             return
         views = self.cfg.views
         settings = dict(size=views.global_size, crop_fraction=views.eval_crop_fraction, mean=views.mean, std=views.std)
-        fn(epoch, EpochPass(epoch, self.data_info, self.device, settings, self.cfg.seed, self.amp, self.cfg.train.epochs))
+        fn(epoch, EpochPass(epoch, self.data_info, self.device, settings, self.cfg.seed, self.amp,
+                            self.cfg.train.epochs))
 
     def run(self) -> TrainResult:
         cfg = self.cfg
@@ -310,8 +313,7 @@ class Trainer:
         (and its logits to test_scores.npz, for the report and ``tagless compare``)."""
         if self.test_set is None or hook(self.method, "class_scores") is None:
             return {}
-        from tagless.engine.classifier_eval import score_numbers, test_scores
-        from tagless.report.classifier import save_test_scores
+        from tagless.engine.classifier_eval import save_test_scores, score_numbers, test_scores
 
         scores, targets = test_scores(self.method, self.test_set, self.cfg, self.device)
         numbers = score_numbers(scores, targets, self.test_set, self.cfg)

@@ -67,7 +67,7 @@ def load_npz(path: str | Path, need: tuple[str, ...]) -> EvalInputs:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any np.load failure means an unreadable file
         raise TaglessError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
     for req in need:
         if not any(k in arrays for k in req.split("|")):
@@ -90,7 +90,8 @@ def load_npz(path: str | Path, need: tuple[str, ...]) -> EvalInputs:
         setattr(inp, f"y_{split}", _check_labels(f"y_{split}", y, n, source))
     if inp.y_train is not None and inp.y_test is not None and inp.y_train.ndim != inp.y_test.ndim:
         raise TaglessError(f"{source}: y_train and y_test must both be single labels or both multi-label")
-    if inp.y_train is not None and inp.y_test is not None and inp.y_train.ndim == 2 and inp.y_train.shape[1] != inp.y_test.shape[1]:
+    if (inp.y_train is not None and inp.y_test is not None and inp.y_train.ndim == 2
+            and inp.y_train.shape[1] != inp.y_test.shape[1]):
         raise TaglessError(f"{source}: y_train has {inp.y_train.shape[1]} classes but y_test has {inp.y_test.shape[1]}")
     if "pred" in arrays:
         n = inp.y_test.shape[0] if inp.y_test is not None else arrays["pred"].shape[0]

@@ -302,7 +302,7 @@ def knn_accuracy(
         num_classes = int(max(int(bank_labels.max()), int(query_labels.max()))) + 1
     elif query_labels.numel() and int(query_labels.max()) >= num_classes:
         raise TaglessError(f"query label {int(query_labels.max())} out of range for num_classes={num_classes}")
-    correct = {kk: {n: 0 for n in topk} for kk in ks}
+    correct = {kk: dict.fromkeys(topk, 0) for kk in ks}
     total = 0
     labels = query_labels.to(queries.device).long()
     for rows, votes in knn_votes(bank, bank_labels, queries, ks, temperature, num_classes,

@@ -98,9 +98,8 @@ def _to_tensor(x, device, dtype=None) -> torch.Tensor:
 
 def _label_kind(y: torch.Tensor) -> str:
     if y.ndim == 1:
-        if y.is_floating_point():
-            if not torch.equal(y, y.round()):
-                raise TaglessError("single labels must be integers")
+        if y.is_floating_point() and not torch.equal(y, y.round()):
+            raise TaglessError("single labels must be integers")
         return "single"
     if y.ndim == 2:
         if ((y != 1) & (y != 0) & (y != -1)).any():
@@ -395,10 +394,10 @@ def _split(y: torch.Tensor, val_fraction: float, seed: int) -> tuple[np.ndarray,
         val = []
         for c in np.unique(labels):
             idx = rng.permutation(np.flatnonzero(labels == c))
-            val.append(idx[: int(round(val_fraction * len(idx)))])
+            val.append(idx[: round(val_fraction * len(idx))])
         val = np.sort(np.concatenate(val))
     else:
-        val = np.sort(rng.permutation(n)[: int(round(val_fraction * n))])
+        val = np.sort(rng.permutation(n)[: round(val_fraction * n)])
     train = np.setdiff1d(np.arange(n), val)
     if len(val) == 0 or len(train) == 0:
         raise TaglessError(f"val_fraction={val_fraction} leaves an empty train or val split of {n} rows")
@@ -439,7 +438,7 @@ def linear_probe(
         raise TaglessError(f"protocol must be 'val' or 'best_on_test', got {protocol!r}")
     if device is None:
         device = x_train.device if isinstance(x_train, torch.Tensor) else "cpu"
-    xt, yt, xs, ys, kind, num_classes = _prepare_pair(x_train, y_train, x_test, y_test, device, dtype,
+    xt, yt, xs, ys, _kind, num_classes = _prepare_pair(x_train, y_train, x_test, y_test, device, dtype,
                                                       num_classes, "test")
     opts = dict(num_classes=num_classes, metric=metric, standardize=standardize, max_iter=max_iter,
                 tol=tol, tol_change=tol_change, history_size=history_size, precondition=precondition,

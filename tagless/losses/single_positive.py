@@ -191,10 +191,7 @@ def en(logits: torch.Tensor, targets: torch.Tensor, *, negatives: torch.Tensor |
     x = logits.float()
     pos, neg = label_masks(targets, unknown)
     lp, ln = _bce_terms(x)
-    if negatives is None:
-        chosen = neg
-    else:
-        chosen = (targets == 0) | (neg & negatives.bool())
+    chosen = neg if negatives is None else (targets == 0) | (neg & negatives.bool())
     per = torch.where(pos, lp, torch.where(chosen, ln, torch.zeros_like(ln)))
     return reduce_entries(per, pos | neg)
 

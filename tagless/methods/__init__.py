@@ -18,8 +18,8 @@ from tagless.methods.sela import SeLa, SelaConfig
 from tagless.methods.simsiam import SimSiam, SimSiamConfig
 from tagless.methods.swav import SwAV, SwavConfig
 
-METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "simsiam": SimSiam, "sela": SeLa, "swav": SwAV, "logo": Logo, "mls": MLS,
-                                     "multilabel": MultiLabel}
+METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "simsiam": SimSiam, "sela": SeLa, "swav": SwAV, "logo": Logo,
+                                     "mls": MLS, "multilabel": MultiLabel}
 
 
 def build_method(cfg: MethodConfig, backbone: nn.Module, views, data: DataInfo, seed: int = 0, loss=None) -> nn.Module:
@@ -36,5 +36,28 @@ def build_method(cfg: MethodConfig, backbone: nn.Module, views, data: DataInfo, 
     return cls(backbone, views, cfg, data, seed=seed)
 
 
-__all__ = ["METHODS", "Batch", "DataInfo", "EpochContext", "Logo", "LogoConfig", "MLS", "Method", "MethodConfig", "MlsConfig", "MoCo", "MocoConfig", "MultiLabel", "MultiLabelConfig",
-           "OptimizerSpec", "SeLa", "SelaConfig", "SimSiam", "SimSiamConfig", "SwAV", "SwavConfig", "build_method", "hook"]
+__all__ = [
+    "METHODS",
+    "MLS",
+    "Batch",
+    "DataInfo",
+    "EpochContext",
+    "Logo",
+    "LogoConfig",
+    "Method",
+    "MethodConfig",
+    "MlsConfig",
+    "MoCo",
+    "MocoConfig",
+    "MultiLabel",
+    "MultiLabelConfig",
+    "OptimizerSpec",
+    "SeLa",
+    "SelaConfig",
+    "SimSiam",
+    "SimSiamConfig",
+    "SwAV",
+    "SwavConfig",
+    "build_method",
+    "hook",
+]

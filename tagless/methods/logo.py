@@ -171,7 +171,8 @@ class Logo(nn.Module):
         elif name == "logo":
             grads, self._ll_grads = self._ll_grads or [None] * len(params), None
             if grads[0] is not None:  # scale = min(1, clip_ratio |grad main| / |grad L_ll|)
-                scale = torch.clamp(self.cfg.clip_ratio * self._main_norm / get_total_norm(grads).clamp(min=1e-12), max=1)
+                scale = torch.clamp(self.cfg.clip_ratio * self._main_norm / get_total_norm(grads).clamp(min=1e-12),
+                                    max=1)
                 grads = [gr * scale.to(gr.dtype) for gr in grads]
             for p, gr in zip(params, grads):
                 p.grad = gr

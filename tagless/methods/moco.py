@@ -16,9 +16,9 @@ import torch.nn as nn
 from tagless import distributed as dist
 from tagless.errors import TaglessError
 from tagless.losses import contrastive_accuracy, info_nce
+from tagless.methods.common import KeyQueue, MomentumEncoder, shuffle_across_ranks, unshuffle_across_ranks
 from tagless.methods.config import MethodConfig
 from tagless.methods.contract import Batch, DataInfo
-from tagless.methods.common import KeyQueue, MomentumEncoder, shuffle_across_ranks, unshuffle_across_ranks
 from tagless.models.heads import mlp
 
 

@@ -58,7 +58,8 @@ class SelaConfig(MethodConfig):
             if getattr(self, key) not in valid:
                 raise TaglessError(f"method.{key}: expected one of {', '.join(valid)}, got {getattr(self, key)!r}")
         if min(self.clusters(), default=0) < 2 or self.label_updates < 0 or self.lam <= 0 or self.label_views < 1:
-            raise TaglessError("method (sela): need >= 2 clusters per head, label_updates >= 0, lam > 0, label_views >= 1")
+            raise TaglessError("method (sela): need >= 2 clusters per head, label_updates >= 0, lam > 0, "
+                               "label_views >= 1")
 
     def clusters(self) -> list[int]:
         return list(self.head_clusters) or [self.num_clusters] * self.num_heads
@@ -85,7 +86,8 @@ class SeLa(nn.Module):
         self.backbone = backbone
         dim = backbone.out_dim
         if cfg.hidden_layers:
-            self.hidden = mlp(dim, cfg.hidden_dim, cfg.hidden_dim, num_layers=cfg.hidden_layers, bn=False, last_relu=True)
+            self.hidden = mlp(dim, cfg.hidden_dim, cfg.hidden_dim, num_layers=cfg.hidden_layers, bn=False,
+                              last_relu=True)
             dim = cfg.hidden_dim
         else:
             self.hidden = nn.Identity()
@@ -127,7 +129,8 @@ class SeLa(nn.Module):
             self._logs = {}
             return
         feats = self._features(ctx)
-        scores = self._log_probs(ctx) if self.cfg.label_pass == "augmented" and self.cfg.labeller == "sinkhorn" else None
+        scores = (self._log_probs(ctx) if self.cfg.label_pass == "augmented" and self.cfg.labeller == "sinkhorn"
+                  else None)
         before = self.labels.clone()
         logs = {}
         for h, head in enumerate(self.heads.heads):
@@ -172,12 +175,14 @@ class SeLa(nn.Module):
         sizes = self.cfg.clusters()
         if ctx.data.num_images * sum(sizes) * 4 > 16 * 2**30:
             raise TaglessError(f"method.label_views={self.cfg.label_views} keeps log P of every head for every image "
-                               f"({ctx.data.num_images} x {sum(sizes)} floats); use method.label_pass=eval at this size")
+                               f"({ctx.data.num_images} x {sum(sizes)} floats); "
+                               f"use method.label_pass=eval at this size")
         was = self.training
         self.eval()
         total = 0
         for v in range(self.cfg.label_views):
-            views = lambda images, g, v=v: self.views(images, torch.Generator(g.device).manual_seed(g.initial_seed() + v))
+            views = lambda images, g, v=v: self.views(images,
+                                                      torch.Generator(g.device).manual_seed(g.initial_seed() + v))
             fn = lambda vw: torch.cat([F.log_softmax(out.float(), 1) for out in self.heads(self.trunk(vw.crops[0]))], 1)
             total = total + ctx.dataset_pass(fn, views=views, gather=False)[1]
         self.train(was)

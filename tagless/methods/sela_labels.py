@@ -1,6 +1,7 @@
 """SeLa's label pieces besides Sinkhorn: the K-means labeller (the paper's ablation), cluster
 priors (non-uniform marginals), and the labels CSV that ``tagless labels`` writes and label
-transfer reads (``index,path,head_0,...,head_{T-1}``)."""
+transfer reads (``index,path,head_0,...,head_{T-1}``), and the per-head scores of labels
+against the true classes."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def write_labels_csv(path: str | Path, labels: np.ndarray, paths: list[str] | No
     return path
 
 
-def read_labels_csv(path: str | Path, num_images: int, clusters: list[int], paths: list[str] | None = None) -> np.ndarray:
+def read_labels_csv(path: str | Path, num_images: int, clusters: list[int],
+                    paths: list[str] | None = None) -> np.ndarray:
     """T x N labels from a labels CSV, checked against the dataset: every index once, the
     heads the method needs, labels inside each head's K, and the same files when both sides
     have paths. Errors name the file and line."""
@@ -95,3 +97,25 @@ def read_labels_csv(path: str | Path, num_images: int, clusters: list[int], path
         raise TaglessError(f"{path}: no labels for {len(missing)} of {num_images} images (first index {missing[0]}); "
                            f"was it exported from a run on the same data?")
     return labels
+
+
+def label_scores(labels: np.ndarray, truth: np.ndarray, label_kind: str) -> list[dict]:
+    """Per head of ``labels`` (T x N): clusters used, the largest / smallest cluster, and NMI /
+    aNMI / ARI (x100) against the true single labels ``truth`` where they exist (paper 002,
+    Table A.1)."""
+    from tagless.eval import adjusted_nmi, ari, nmi
+
+    truth = np.asarray(truth)
+    single = label_kind == "single" and truth.ndim == 1
+    known = truth >= 0 if single else np.zeros(len(truth), bool)
+    rows = []
+    for h, lab in enumerate(labels):
+        sizes = np.bincount(lab)
+        row = {"head": h, "clusters used": int((sizes > 0).sum()), "largest": int(sizes.max()),
+               "smallest": int(sizes[sizes > 0].min())}
+        if known.any():
+            row.update(nmi=100 * nmi(truth[known], lab[known]), anmi=100 * adjusted_nmi(truth[known], lab[known]),
+                       ari=100 * ari(truth[known], lab[known]))
+        rows.append(row)
+    return rows
+

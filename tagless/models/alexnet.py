@@ -74,7 +74,7 @@ class AlexNet(Backbone):
             out_grid = 6 if stem == "imagenet" else 4
         if out_grid < 1:
             raise TaglessError(f"out_grid must be >= 1, got {out_grid}")
-        c1, c2, c3, c4, c5 = (max(1, int(round(c * width))) for c in CHANNELS[variant])
+        c1, c2, c3, c4, c5 = (max(1, round(c * width)) for c in CHANNELS[variant])
         self.variant = variant
         self.stem_kind = stem
         self.out_grid = out_grid

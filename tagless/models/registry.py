@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tagless.checkpoint import load_checkpoint
 from tagless.errors import TaglessError
 from tagless.models.alexnet import alexnet, alexnet_small
 from tagless.models.base import Backbone
@@ -87,8 +88,6 @@ def build_backbone_from_config(cfg: ModelConfig) -> Backbone:
 def load_backbone_weights(backbone: Backbone, path: str, name: str, kwargs: dict) -> None:
     """Copy the backbone of a tagless checkpoint into ``backbone``; a different architecture
     is a one-line error naming both."""
-    from tagless.engine.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(path)
     theirs = (ckpt.get("backbone_name"), ckpt.get("backbone_kwargs"))
     if theirs != (name, kwargs):

@@ -128,7 +128,7 @@ class ResNet(Backbone):
             raise TaglessError(f"width must be > 0, got {width}")
         if num_classes is not None and num_classes < 1:
             raise TaglessError(f"num_classes must be >= 1, got {num_classes}")
-        base = max(1, int(round(64 * width)))
+        base = max(1, round(64 * width))
         self.stem_kind = stem
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, base, kernel_size=7, stride=2, padding=3, bias=False)

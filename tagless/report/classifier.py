@@ -10,13 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SCORES_FILE = "test_scores.npz"  # logits (float16) and clean targets of the test split
-
-
-def save_test_scores(run_dir: Path, scores: torch.Tensor, targets: torch.Tensor) -> None:
-    np.savez_compressed(Path(run_dir) / SCORES_FILE, scores=scores.numpy().astype(np.float16),
-                        targets=targets.numpy().astype(np.int8))
-
 
 def label_section(run_dir: Path, dataset) -> dict | None:
     from tagless.data.label_modes import label_statistics, load_label_split
@@ -33,31 +26,31 @@ def label_section(run_dir: Path, dataset) -> dict | None:
     return {"title": "Training labels", "text": text, "table": rows, "images": []}
 
 
-def classifier_sections(run_dir, out_dir, cams: list[int] | None = None) -> list[dict]:
-    """The sections of a run whose checkpoint holds a classifier ([] otherwise); ``cams``: the
-    test images whose class activation maps are drawn (default: the first 8)."""
-    from tagless.config import config_from_dict
-    from tagless.data import build_dataset
-    from tagless.engine.classifier_eval import checkpoint_test_scores, load_classifier, score_numbers
-    from tagless.eval.multilabel_analysis import (confident_counts, plot_cam_grid, plot_confident_counts,
-                                                  plot_score_histograms, score_histograms)
+def classifier_sections(run, out_dir, cams: list[int] | None = None) -> list[dict]:
+    """The sections of a run (:class:`tagless.engine.loaded_run.LoadedRun`) whose checkpoint
+    holds a classifier ([] otherwise); ``cams``: the test images whose class activation maps
+    are drawn (default: the first 8)."""
+    from tagless.engine.classifier_eval import checkpoint_test_scores, score_numbers
+    from tagless.eval.multilabel_analysis import confident_counts, score_histograms
+    from tagless.report.multilabel_plots import plot_cam_grid, plot_confident_counts, plot_run_score_histograms
 
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    loaded, model = load_classifier(run_dir / "checkpoints" / "last.pt")
+    out_dir = Path(out_dir)
+    model = run.classifier()
     if model is None:
         return []
-    cfg = config_from_dict(loaded.config)
+    cfg = run.config
     sections = []
-    labels = label_section(run_dir, build_dataset(cfg.data, "train"))
+    labels = label_section(run.run_dir, run.split("train"))
     if labels is not None:
         sections.append(labels)
-    test, scores = checkpoint_test_scores(model, loaded, cfg.data)
+    test, scores = checkpoint_test_scores(model, run.backbone, run.data, test=run.split("test"))
     targets = torch.as_tensor(np.asarray(test.targets))
     numbers = score_numbers(scores, targets, test, cfg)
     name = f"{cfg.loss.name} ({cfg.labels.mode} labels)"
-    images = [str(plot_score_histograms({name: score_histograms(scores, targets)}, out_dir / "classifier_scores.png")),
+    images = [str(plot_run_score_histograms({name: score_histograms(scores, targets)},
+                                            out_dir / "classifier_scores.png")),
               str(plot_confident_counts({name: confident_counts(scores)}, out_dir / "confident_classes.png"))]
-    images.append(_cam_grid(model, test, loaded, scores, cams, out_dir / "cams.png", plot_cam_grid))
+    images.append(_cam_grid(model, test, run.backbone, scores, cams, out_dir / "cams.png", plot_cam_grid))
     text = ("The model's own classifier on the test split (clean labels). Paper 001's logit bias: mean logit of "
             "positives and of negatives; paper 003: AN trained on single positives tends to one confident class "
             "per image (sigmoid > 0.5). CAMs: the top-scoring class of each image, from the 1x1-conv classifier "

@@ -13,13 +13,15 @@ queue holds earlier augmented views of it.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tagless.errors import TaglessError
+from tagless.report.plots import plot_image_grid
 
 QUEUE_KEYS = ("queue_g.items", "queue_index.items", "queue.filled")
 
@@ -33,35 +35,28 @@ def queue_neighbours(features: torch.Tensor, queue_g: torch.Tensor, filled: int,
     return pos.numpy(), top.numpy()
 
 
-def neighbour_sections(run_dir, out_dir, queries: int = 6, k: int = 8, seed: int = 0) -> list[dict]:
-    """The "MLS neighbours" report section of an MLS run ([] for other runs): a PNG grid, one
-    row per sampled query image (first) and its k nearest Q_g entries, and a table of indices."""
-    from tagless.config import config_from_dict
-    from tagless.data import build_dataset
-    from tagless.engine.checkpoint import load_checkpoint
-    from tagless.eval.features import backbone_from_checkpoint, compute_features
-    from tagless.report import plots
+def neighbour_sections(run, out_dir, queries: int = 6, k: int = 8, seed: int = 0) -> list[dict]:
+    """The "MLS neighbours" report section of an MLS run (:class:`tagless.engine.loaded_run.
+    LoadedRun`; [] for other runs): a PNG grid, one row per sampled query image (first) and its
+    k nearest Q_g entries, and a table of indices."""
+    from tagless.engine.checkpoint_features import compute_features
 
-    path = Path(run_dir) / "checkpoints" / "last.pt"
-    try:
-        ckpt = load_checkpoint(path)
-    except TaglessError:
-        return []
-    state = ckpt.get("method", {})
+    state = run.method_state
     if not all(key in state for key in QUEUE_KEYS):
         return []
     filled = int(state["queue.filled"])
     if filled == 0:
         return [{"title": "MLS neighbours", "text": "The queue Q_g of the last checkpoint is still empty."}]
-    dataset = build_dataset(config_from_dict(ckpt["config"]).data, "train")
-    loaded = backbone_from_checkpoint(ckpt, path)
+    dataset = run.split("train")
     prefix = "encoder_k.net.0."
     key_backbone = {name[len(prefix):]: v for name, v in state.items() if name.startswith(prefix)}
-    if key_backbone:
+    loaded = run.backbone
+    if key_backbone:  # a copy: the run's own backbone stays what the other sections score
+        loaded = dataclasses.replace(loaded, backbone=copy.deepcopy(loaded.backbone))
         loaded.backbone.load_state_dict(key_backbone)
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(dataset), size=min(queries, len(dataset)), replace=False))
-    feats = torch.as_tensor(compute_features(loaded, dataset.images[picks]))
+    feats = torch.as_tensor(compute_features(loaded, dataset.images[picks], device=run.device)).cpu()
     pos, sim = queue_neighbours(feats, state["queue_g.items"], filled, k)
     index = state["queue_index.items"].cpu().numpy()[pos]  # dataset indices of the neighbours
     rows, titles, table = [], [], []
@@ -72,7 +67,7 @@ def neighbour_sections(run_dir, out_dir, queries: int = 6, k: int = 8, seed: int
                       "mean cosine": float(sim[i].mean())})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    grid = plots.plot_image_grid(dataset.images[np.asarray(rows)], out_dir / "mls_neighbours.png", titles=titles,
+    grid = plot_image_grid(dataset.images[np.asarray(rows)], out_dir / "mls_neighbours.png", titles=titles,
                                  nrow=pos.shape[1] + 1, suptitle="MLS: query, then its nearest entries of Q_g")
     text = (f"{len(picks)} random training images (first column) and their {pos.shape[1]} nearest entries of the "
             f"backbone queue Q_g ({filled} filled entries, cosine similarity in brackets) under the key encoder's "

@@ -21,10 +21,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: headless servers and CI have no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from tagless.errors import TaglessError  # noqa: E402
+from tagless.errors import TaglessError
 
 DPI = 110
 GREY = (0.6, 0.6, 0.6, 1.0)
@@ -342,8 +342,8 @@ def plot_score_histograms(scores, targets, path, class_names=None, sigmoid: bool
     if class_names is not None and s.shape[1] > 1:
         names = _names(class_names, s.shape[1])
         npos = (t == 1).sum(axis=0)
-        for c in [c for c in np.argsort(-npos, kind="stable") if npos[c] > 0][:max_classes]:
-            panels.append((s[:, c], t[:, c], f"{names[c]}"))
+        panels.extend((s[:, c], t[:, c], f"{names[c]}")
+                      for c in [c for c in np.argsort(-npos, kind="stable") if npos[c] > 0][:max_classes])
     fig, axes = _grid(len(panels), ncols=3, width=4.3, height=3.1)
     for ax, (sv, tv, title) in zip(axes, panels):
         _hist(ax, sv, tv, bins, title)

@@ -102,10 +102,10 @@ def _run_description(run_dir: Path) -> str:
         import yaml
 
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except Exception:  # a report of a half-written run still renders
+    except Exception:  # noqa: BLE001 - a report of a half-written run still renders
         cfg = {}
     if isinstance(cfg, dict):
-        sec = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
+        sec = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}
         if sec("method").get("name"):
             bits.append(f"method {sec('method')['name']}")
         if sec("model").get("backbone"):
@@ -120,7 +120,7 @@ def _run_description(run_dir: Path) -> str:
             bits.append(f"seed {cfg['seed']}")
     try:
         info = json.loads((run_dir / "run_info.json").read_text())
-    except Exception:
+    except (OSError, ValueError):  # missing / unreadable file, or not JSON (JSONDecodeError is a ValueError)
         info = {}
     if isinstance(info, dict) and info.get("device"):
         bits.append(f"device {info['device']}")

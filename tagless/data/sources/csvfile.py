@@ -40,7 +40,6 @@ from tagless.data.materialize import materialize
 from tagless.data.splits import choose, limit_only, require_file
 from tagless.errors import TaglessError
 
-
 SEPARATORS = (";", ",", "whitespace")
 _INNER_SPACE = re.compile(r"[^\s;,]\s+[^\s;,]")  # whitespace between two label characters
 

@@ -35,7 +35,7 @@ def load_digits(cfg, split: str) -> ImageDataset:
 
 def scene_count(cfg, split: str) -> int:
     """Scenes in a split: scene_count is shared by train and test as test_fraction says."""
-    n_test = int(round(cfg.scene_count * cfg.test_fraction))
+    n_test = round(cfg.scene_count * cfg.test_fraction)
     count = {"train": cfg.scene_count - n_test, "test": n_test, "all": cfg.scene_count}[split]
     return min(count, cfg.limit) if cfg.limit else count
 

@@ -58,7 +58,7 @@ def _split_dirs(root: Path) -> tuple[Path, Path | None] | None:
 
 
 def _split_notes(dirs: tuple[Path, Path | None] | None, cfg) -> list[str]:
-    if dirs is None or dirs[1] is not None and dirs[1].name == "test":
+    if dirs is None or (dirs[1] is not None and dirs[1].name == "test"):
         return []
     if dirs[1] is not None:
         return ["no test/ folder: val/ is the test split"]

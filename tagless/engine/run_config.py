@@ -12,8 +12,8 @@ from pathlib import Path
 from tagless import config_io
 from tagless.augment import ViewsConfig
 from tagless.data import DataConfig
-from tagless.engine.config import OptimConfig, TrainConfig
 from tagless.data.label_modes import LabelsConfig
+from tagless.engine.config import OptimConfig, TrainConfig
 from tagless.errors import TaglessError
 from tagless.losses.registry import LossConfig
 from tagless.methods import METHODS, MethodConfig, MocoConfig
@@ -53,7 +53,7 @@ class RunConfig:
         return Path(self.out_dir) / self.name
 
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
 
 
 def resolve_config_path(name_or_path: str) -> Path:

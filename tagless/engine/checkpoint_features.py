@@ -1,4 +1,5 @@
-"""Features of a dataset under a trained backbone, cached on disk.
+"""What turns a checkpoint into features: its backbone rebuilt with its eval view, and the
+features of a dataset under it, cached on disk.
 
 The cache key covers the checkpoint (path, size, modification time, step), the data
 (source, root, split, size, limit...) and the layer/pooling, so a changed checkpoint or
@@ -19,8 +20,8 @@ import torch
 
 from tagless import config_io
 from tagless.augment import ViewsConfig
+from tagless.checkpoint import load_checkpoint
 from tagless.data import DataConfig, ImageDataset, build_dataset
-from tagless.engine.checkpoint import load_checkpoint
 from tagless.engine.features import extract_features
 from tagless.errors import TaglessError
 from tagless.models import build_backbone
@@ -73,11 +74,14 @@ def compute_features(loaded: LoadedBackbone, images: np.ndarray, layer: str | No
 
 def dataset_features(loaded: LoadedBackbone, data: DataConfig, split: str, layer: str | None = None,
                      pool_dim: int = 9600, pool_mode: str = "max", cache_dir: str | None = None,
-                     device: torch.device | str = "cpu") -> tuple[np.ndarray, ImageDataset]:
-    """Features of ``split`` of ``data``, from the disk cache when the same key was computed."""
-    dataset = build_dataset(data, split)
+                     device: torch.device | str = "cpu", dataset: ImageDataset | None = None,
+                     ) -> tuple[np.ndarray, ImageDataset]:
+    """Features of ``split`` of ``data``, from the disk cache when the same key was computed;
+    ``dataset``: that split already built (else it is built here)."""
+    dataset = dataset if dataset is not None else build_dataset(data, split)
     cache_dir = cache_dir if cache_dir is not None else (data.cache_dir or "")
-    path = Path(cache_dir) / "features" / f"{_key(loaded, data, split, layer, pool_dim, pool_mode)}.npz" if cache_dir else None
+    path = (Path(cache_dir) / "features" / f"{_key(loaded, data, split, layer, pool_dim, pool_mode)}.npz"
+            if cache_dir else None)
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -98,7 +102,7 @@ def dataset_features(loaded: LoadedBackbone, data: DataConfig, split: str, layer
 def data_config_for(loaded: LoadedBackbone, data_path: str | None, overrides: list[str]) -> DataConfig:
     """The data section: from a run-config YAML (or bundled recipe) when given, else the
     checkpoint's own training data; then dotted overrides (``source=cifar10 root=...``)."""
-    from tagless.config import load_config
+    from tagless.engine.run_config import load_config
 
     if data_path:
         base = config_io.to_dict(load_config(data_path).data)

@@ -46,9 +46,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise TaglessError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError for bad files
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError / UnpicklingError / EOFError for bad files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TaglessError(f"{path} is not a readable checkpoint (truncated or not a torch file?): {reason[:200]}") from None
+        raise TaglessError(f"{path} is not a readable checkpoint (truncated or not a torch file?): "
+                           f"{reason[:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise TaglessError(f"{path} is not a tagless checkpoint (no '{FORMAT}' format tag)")
     return ckpt

@@ -10,15 +10,21 @@ import time
 import numpy as np
 import torch
 
-from tagless.tables import format_table
 from tagless.device import resolve_device
 from tagless.errors import TaglessError
 from tagless.eval.cluster import cluster_scores, kmeans
 from tagless.eval.inputs import EvalInputs, dataset_targets, load_npz
 from tagless.eval.knn import knn_accuracy
 from tagless.eval.linear import linear_probe
-from tagless.eval.multilabel import (COCO_SIZE_THRESHOLDS, map_by_object_size, map_class, map_sample,
-                                     threshold_metrics, topk_metrics)
+from tagless.eval.multilabel import (
+    COCO_SIZE_THRESHOLDS,
+    map_by_object_size,
+    map_class,
+    map_sample,
+    threshold_metrics,
+    topk_metrics,
+)
+from tagless.tables import format_table
 
 NEEDS = {
     "knn": ("x_train", "y_train", "x_test", "y_test"),
@@ -28,14 +34,15 @@ NEEDS = {
 }
 
 
-def add_eval_parser(sub) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate frozen features: knn, linear, layers, cluster, map")
     ev = p.add_subparsers(dest="evaluator", required=True)
     common = argparse.ArgumentParser(add_help=False)
     src = common.add_argument_group("input (one of)")
     src.add_argument("--checkpoint", help="a tagless checkpoint (runs/NAME/checkpoints/last.pt)")
     src.add_argument("--features", help=".npz with x_train, y_train, x_test, y_test (multi-label y: N x C of 1/0/-1)")
-    common.add_argument("--data", help="run-config YAML or bundled recipe whose data section to use (default: the checkpoint's)")
+    common.add_argument("--data",
+                        help="run-config YAML or bundled recipe whose data section to use (default: the checkpoint's)")
     common.add_argument("--set", dest="data_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a data field, e.g. --set source=cifar10 --set root=/data/cifar-10-batches-py")
     common.add_argument("--layer", default=None, help="an intermediate layer instead of the pooled output")
@@ -57,7 +64,8 @@ def add_eval_parser(sub) -> None:
     k.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(s/T) (paper 002: 0.1)")
     k.add_argument("--majority", action="store_true", help="plain majority vote instead of weighted")
     k.set_defaults(run=run_knn)
-    ln = ev.add_parser("linear", parents=[common, linear_opts], help="L-BFGS logistic-regression probe with an L2 sweep")
+    ln = ev.add_parser("linear", parents=[common, linear_opts],
+                       help="L-BFGS logistic-regression probe with an L2 sweep")
     ln.set_defaults(run=run_linear)
     ly = ev.add_parser("layers", parents=[common, linear_opts], help="linear probes on every stage / conv layer")
     ly.add_argument("--layers", default=None, help="comma-separated subset (default: all of the backbone's)")
@@ -73,7 +81,8 @@ def add_eval_parser(sub) -> None:
     c.add_argument("--n-init", type=int, default=3)
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(run=run_cluster)
-    m = ev.add_parser("map", parents=[common, linear_opts], help="mAP@class, mAP@sample, CP/CR/CF1/OP/OR/OF1, per-size mAP")
+    m = ev.add_parser("map", parents=[common, linear_opts],
+                      help="mAP@class, mAP@sample, CP/CR/CF1/OP/OR/OF1, per-size mAP")
     m.add_argument("--threshold", type=float, default=0.5)
     m.add_argument("--topk", type=int, default=3)
     m.add_argument("--probe", action="store_true",
@@ -93,7 +102,7 @@ def run_eval(args) -> dict:
 
 
 def _from_checkpoint(args, layer=None, pool_dim=9600, pool_mode="max") -> EvalInputs:
-    from tagless.eval.features import data_config_for, dataset_features, load_backbone
+    from tagless.engine.checkpoint_features import data_config_for, dataset_features, load_backbone
 
     device = resolve_device(args.device)
     loaded = load_backbone(args.checkpoint, device)
@@ -109,8 +118,8 @@ def _from_checkpoint(args, layer=None, pool_dim=9600, pool_mode="max") -> EvalIn
 def _classifier_inputs(args) -> EvalInputs | None:
     """The test split scored by the checkpoint's own classifier (method multilabel), or None
     when the checkpoint has no classifier or ``--probe`` asks for the linear probe."""
+    from tagless.engine.checkpoint_features import data_config_for
     from tagless.engine.classifier_eval import checkpoint_test_scores, load_classifier
-    from tagless.eval.features import data_config_for
 
     if not args.checkpoint or args.probe:
         return None
@@ -170,14 +179,15 @@ def run_linear(args) -> dict:
     res = _probe(args, inp)
     row = _probe_row(args.layer or "pooled", res)
     print(format_table([row], title=f"linear probe on {inp.source}: {len(res.l2_values)} L2 values"))
-    return {"evaluator": "linear", "results": [row], "curve": {"l2": res.l2_values.tolist(), "score": res.curve.tolist(),
-            "split": res.curve_split}}
+    return {"evaluator": "linear", "results": [row], "curve": {"l2": res.l2_values.tolist(),
+                                                               "score": res.curve.tolist(),
+                                                               "split": res.curve_split}}
 
 
 def run_layers(args) -> dict:
     if not args.checkpoint:
         raise TaglessError("eval layers needs --checkpoint (it computes features of every layer)")
-    from tagless.eval.features import load_backbone
+    from tagless.engine.checkpoint_features import load_backbone
 
     names = load_backbone(args.checkpoint).backbone.layer_names
     chosen = args.layers.split(",") if args.layers else names
@@ -235,7 +245,8 @@ def run_map(args) -> dict:
     scores = torch.as_tensor(np.asarray(inp.scores, np.float32))
     targets = torch.as_tensor(inp.y_test)
     probs = torch.sigmoid(scores) if (scores.min() < 0 or scores.max() > 1) else scores
-    row = {"scores": how, "mAP@class": 100 * map_class(scores, targets), "mAP@sample": 100 * map_sample(scores, targets)}
+    row = {"scores": how, "mAP@class": 100 * map_class(scores, targets),
+           "mAP@sample": 100 * map_sample(scores, targets)}
     row.update({f"{k}@{args.threshold}": 100 * v for k, v in threshold_metrics(probs, targets, args.threshold).items()})
     topk = min(args.topk, targets.shape[1])  # top-3 is undefined with fewer than 3 classes
     row.update({f"{k}@top{topk}": 100 * v for k, v in topk_metrics(scores, targets, topk).items()})

@@ -10,14 +10,12 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # before pyplot: no display needed
-
-import matplotlib.pyplot as plt
 import numpy as np
 
-from tagless.report.plots import _save
+from tagless.engine.classifier_eval import SCORES_FILE
+from tagless.eval.multilabel_analysis import confident_counts, score_histograms
+from tagless.report.multilabel_plots import plot_confident_counts, plot_run_score_histograms
+from tagless.report.plots import _save, plt  # pyplot on the Agg backend
 
 MAX_PANELS = 12
 
@@ -103,10 +101,6 @@ def plot_curves(run_dirs: dict[str, list], path, keys: list[str] | None = None) 
 def plot_score_panels(run_dirs: dict[str, list[Path]], out: Path) -> list[Path]:
     """scores.png and confident.png from the first run of each variant that saved its test
     logits (``test_scores.npz``, classifier runs); [] when none did."""
-    from tagless.eval.multilabel_analysis import (confident_counts, plot_confident_counts, plot_score_histograms,
-                                                  score_histograms)
-    from tagless.report.classifier import SCORES_FILE
-
     hists, counts = {}, {}
     for name, dirs in run_dirs.items():
         found = [d / SCORES_FILE for d in dirs if (d / SCORES_FILE).is_file()]
@@ -117,4 +111,4 @@ def plot_score_panels(run_dirs: dict[str, list[Path]], out: Path) -> list[Path]:
             counts[name] = confident_counts(scores)
     if not hists:
         return []
-    return [plot_score_histograms(hists, out / "scores.png"), plot_confident_counts(counts, out / "confident.png")]
+    return [plot_run_score_histograms(hists, out / "scores.png"), plot_confident_counts(counts, out / "confident.png")]

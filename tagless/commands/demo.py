@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-import torch
-
-from tagless.config import load_config
-from tagless.data import build_dataset
-from tagless.engine import extract_features, train
-from tagless.tables import format_table
-from tagless.models import build_backbone_from_config
-from tagless.eval.scoring import score_single_label
+from tagless.engine import train
+from tagless.engine.baselines import baseline_rows
+from tagless.engine.run_config import load_config
+from tagless.eval.scoring import score_multilabel, score_single_label
 from tagless.report.from_run import report_run
+from tagless.tables import format_table
 
 DEMO_CONFIGS = ("demo_moco", "demo_simsiam", "sela_digits")
 # Shorter than the recipes, so that the whole demo stays within 5 minutes on 2 CPU cores.
@@ -38,6 +34,18 @@ SP_RUNS = (("AN", ["loss.name=an"]), ("EN+SCL", ["loss.name=en_scl", "loss.warmu
 SP_COLUMNS = ["loss", "mAP@class (%)", "mAP@sample (%)", "mAP small (%)", "confident classes / image", "wall (s)"]
 
 
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="pre-train MoCo-v2 and SimSiam on digits and print a kNN table")
+    p.add_argument("--out-dir", default="runs")
+    p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
+    p.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
+    p.set_defaults(func=run)
+
+
+def run(args) -> dict:
+    return run_demo(out_dir=args.out_dir, epochs=args.epochs, overrides=args.overrides)
+
+
 def from_rows(rows: list[dict]) -> dict:
     """The demo's columns from the scorer's rows (kNN, linear, k-means)."""
     knn, linear, clusters = rows
@@ -51,35 +59,16 @@ def score_features(x_train, y_train, x_test, y_test, k: int, temperature: float)
     return from_rows(rows)
 
 
-def score_multilabel(x_train, y_train, x_test, y_test) -> dict:
+def score_multilabel_probe(x_train, y_train, x_test, y_test) -> dict:
     """mAP@class and mAP@sample of the one-vs-rest linear probe, as the run reports compute them."""
-    from tagless.report.from_run import multilabel_probe_rows
-
-    return {k: v for k, v in multilabel_probe_rows(x_train, y_train, x_test, y_test)[0][0].items() if k != "evaluation"}
+    return {k: v for k, v in score_multilabel(x_train, y_train, x_test, y_test)[0][0].items() if k != "evaluation"}
 
 
 def baselines(cfg, score=None) -> list[dict]:
     """Raw pixels and the untrained backbone (the same init seed as the pre-trained runs),
     scored by ``score(x_train, y_train, x_test, y_test)`` (default: the single-label scores)."""
     k, t = cfg.train.knn_k, cfg.train.knn_temperature
-    score = score or (lambda a, b, c, d: score_features(a, b, c, d, k, t))
-    train_set, test_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "test")
-    rows = []
-    start = time.perf_counter()
-    pix = lambda ds: ds.images.reshape(len(ds), -1).astype(np.float32) / 255.0
-    # Centre raw pixels so that cosine similarity is not dominated by the mean image.
-    mu = pix(train_set).mean(0, keepdims=True)
-    scores = score(pix(train_set) - mu, train_set.targets, pix(test_set) - mu, test_set.targets)
-    rows.append({"features": "raw pixels", **scores, "wall (s)": time.perf_counter() - start})
-    start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    backbone = build_backbone_from_config(cfg.model)
-    args = (cfg.views.global_size, cfg.views.mean, cfg.views.std)
-    feats = lambda ds: extract_features(backbone, ds.images, *args).numpy()
-    scores = score(feats(train_set), train_set.targets, feats(test_set), test_set.targets)
-    rows.append({"features": f"random init {cfg.model.backbone} x{cfg.model.width}", **scores,
-                 "wall (s)": time.perf_counter() - start})
-    return rows
+    return baseline_rows(cfg, score or (lambda a, b, c, d: score_features(a, b, c, d, k, t)))
 
 
 def _overrides_for(config_name: str, overrides) -> list[str]:
@@ -88,7 +77,7 @@ def _overrides_for(config_name: str, overrides) -> list[str]:
     from dataclasses import fields
 
     from tagless import config_io
-    from tagless.config import resolve_config_path
+    from tagless.engine.run_config import resolve_config_path
     from tagless.methods import METHODS
 
     name = config_io.read_yaml(resolve_config_path(config_name)).get("method", {}).get("name", "moco")
@@ -108,7 +97,8 @@ def _pretrain(names, size, out_dir, stamp, epochs, overrides, progress, row_of):
         length = epochs or DEMO_EPOCHS.get(name)
         extra = [*size, f"out_dir={out_dir}", f"name={name}-{stamp}"] + ([f"train.epochs={length}"] if length else [])
         cfg = load_config(name, [*extra, *_overrides_for(name, overrides)])
-        print(f"pre-training {cfg.method.name} on {cfg.data.source} for {cfg.train.epochs} epochs -> {cfg.run_dir}", flush=True)
+        print(f"pre-training {cfg.method.name} on {cfg.data.source} for {cfg.train.epochs} epochs "
+              f"-> {cfg.run_dir}", flush=True)
         result = train(cfg, progress=progress)
         report = report_run(result.run_dir, k=cfg.train.knn_k, temperature=cfg.train.knn_temperature)
         rows.append({"features": f"{cfg.method.name} pre-trained", **row_of(report["results"], result),
@@ -137,30 +127,35 @@ def single_positive_rows(out_dir, stamp, epochs, overrides, progress) -> tuple[l
     return rows, run_dirs, cfg
 
 
-def run_demo(out_dir: str = "runs", epochs: int | None = None, overrides: list[str] = (), progress: bool = True) -> dict:
+def run_demo(out_dir: str = "runs", epochs: int | None = None, overrides: list[str] = (),
+             progress: bool = True) -> dict:
     """Train every demo config, write reports, print the tables; returns rows and run dirs."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows, run_dirs, cfg = _pretrain(DEMO_CONFIGS, [], out_dir, stamp, epochs, overrides, progress,
-                                    lambda res, r: {**from_rows(res), "self-label NMI (%)": r.monitor.get("pseudo_nmi")})
+                                    lambda res, r: {**from_rows(res),
+                                                    "self-label NMI (%)": r.monitor.get("pseudo_nmi")})
     rows = baselines(cfg) + rows
-    scene_rows, scene_dirs, scene_cfg = _pretrain(SCENE_CONFIGS, SCENE_SIZE, out_dir, stamp, epochs, overrides, progress,
+    scene_rows, scene_dirs, scene_cfg = _pretrain(SCENE_CONFIGS, SCENE_SIZE, out_dir, stamp, epochs, overrides,
+                                                  progress,
                                                   lambda res, r: {k: v for k, v in res[0].items() if k != "evaluation"})
-    scene_rows = baselines(scene_cfg, score_multilabel) + scene_rows
+    scene_rows = baselines(scene_cfg, score_multilabel_probe) + scene_rows
     sp_rows, sp_dirs, sp_cfg = single_positive_rows(out_dir, stamp, epochs, overrides, progress)
     k, t = cfg.train.knn_k, cfg.train.knn_temperature
     print()
-    print(format_table(rows, COLUMNS, title=f"tagless demo: {cfg.data.source} ({cfg.data.image_size} px), held-out split; "
+    print(format_table(rows, COLUMNS, title=f"tagless demo: {cfg.data.source} "
+                                             f"({cfg.data.image_size} px), held-out split; "
                                              f"weighted kNN k={k} T={t}; L-BFGS linear probe, L2 chosen on val; "
                                              f"k-means (k = classes) of the held-out features; SeLa's own labels "
                                              f"(head 0) on the training split"))
     print()
-    print(format_table(scene_rows, SCENE_COLUMNS, title=f"multi-label: {scene_cfg.data.source} ({scene_cfg.data.image_size} px, "
+    print(format_table(scene_rows, SCENE_COLUMNS, title=f"multi-label: {scene_cfg.data.source} "
+                                                        f"({scene_cfg.data.image_size} px, "
                                                         f"1-4 digits each), held-out split; one-vs-rest L-BFGS linear "
                                                         f"probe of the frozen backbone, L2 chosen on val"))
     print()
-    print(format_table(sp_rows, SP_COLUMNS, title=f"single positive labels: {sp_cfg.data.source} (one observed positive "
-                                                  f"per training image, the rest unknown); the model's own classifier "
-                                                  f"on the held-out split (clean labels)"))
+    print(format_table(sp_rows, SP_COLUMNS, title=f"single positive labels: {sp_cfg.data.source} "
+                                                  f"(one observed positive per training image, the rest unknown); "
+                                                  f"the model's own classifier on the held-out split (clean labels)"))
     print()
     for run_dir, report in run_dirs + scene_dirs:
         print(f"run directory: {run_dir}  (report: {report})")

@@ -1,0 +1,157 @@
+"""The compare file: a base run recipe, overrides shared by every run, the seeds and the
+variants, validated before anything trains (see :mod:`tagless.compare`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tagless import config_io
+from tagless.engine.run_config import CONFIG_DIR, load_config, resolve_config_path
+from tagless.errors import TaglessError
+
+KEYS = ("name", "out_dir", "base", "set", "seeds", "metrics", "reference", "variants")
+VARIANT_KEYS = ("name", "set")
+RESERVED = ("seed", "name", "out_dir")  # set by compare for every run
+_NAME = re.compile(r"^[\w.+-]+$")
+
+
+@dataclass
+class Variant:
+    name: str
+    set: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompareSpec:
+    path: Path  # the compare file
+    name: str
+    out_dir: str
+    base: Path  # the resolved base recipe
+    set: list[str]  # the file's overrides for every run (before a variant's)
+    cli_set: list[str]  # --set: for every run, after a variant's (the command line wins)
+    seeds: list[int]
+    metrics: list[str] | None
+    reference: str | None
+    variants: list[Variant]
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def _folder_name(value, where: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+        raise TaglessError(f"{where}: {value!r} must be letters, digits and _ . + - (it names a folder)")
+    return value
+
+
+def _overrides(value, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TaglessError(f"{where}: expected a list of key=value strings, got {value!r}")
+    for text in value:
+        key = text.split("=", 1)[0].strip()
+        if "=" not in text or not key:
+            raise TaglessError(f"{where}: {text!r} is not of the form key=value")
+        if key in RESERVED:
+            raise TaglessError(f"{where}: {text!r}: compare sets seed, name and out_dir of each run itself "
+                               f"(use seeds:, name:, out_dir: of the compare file)")
+    return list(value)
+
+
+def _seeds(value, where: str) -> list[int]:
+    ok = isinstance(value, list) and value and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+    if not ok or len(set(value)) != len(value):
+        raise TaglessError(f"{where}: expected a non-empty list of distinct integers >= 0, got {value!r}")
+    return list(value)
+
+
+def _base_path(base, path: Path) -> Path:
+    if not isinstance(base, str) or not base:
+        raise TaglessError(f"{path}: base: expected a recipe name or a YAML path, got {base!r}")
+    local = path.parent / base
+    if local.is_file():
+        return local
+    try:
+        return resolve_config_path(base)
+    except TaglessError as e:
+        raise TaglessError(f"{path}: base: {e}") from None
+
+
+def _metrics(value, where: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(m, str) and m for m in value) \
+            or len(set(value)) != len(value):
+        raise TaglessError(f"{where}: expected a non-empty list of distinct metric names, got {value!r}")
+    return list(value)
+
+
+COMPARE_DIR = CONFIG_DIR / "compare"
+
+
+def resolve_compare_path(name_or_path: str) -> Path:
+    """A compare YAML path, or the name of a bundled comparison (configs/compare/NAME.yaml)."""
+    bundled = COMPARE_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if not Path(name_or_path).is_file() and bundled.is_file():
+        return bundled
+    try:
+        return resolve_config_path(name_or_path)
+    except TaglessError:
+        names = sorted(p.stem for p in COMPARE_DIR.glob("*.yaml"))
+        raise TaglessError(f"compare file not found: {name_or_path} (bundled: {', '.join(names)})") from None
+
+
+def load_spec(path, overrides=(), seeds=None, name: str | None = None) -> CompareSpec:
+    """The validated compare file ``path`` (a YAML path or a bundled name). ``overrides`` apply
+    to every run after the variant's own (the command line wins); ``seeds`` and ``name``
+    replace the file's."""
+    path = resolve_compare_path(str(path))
+    data = config_io.read_yaml(path)
+    unknown = [k for k in data if k not in KEYS]
+    if unknown:
+        hint = " (a run recipe? a compare file has base: and variants:)" if "base" not in data else ""
+        raise TaglessError(f"{path}: unknown key {unknown[0]!r} (valid: {', '.join(KEYS)}){hint}")
+    if "base" not in data:
+        raise TaglessError(f"{path}: base: missing (the run recipe every variant starts from)")
+    spec_name = _folder_name(name, "--name") if name is not None else _folder_name(data.get("name", path.stem),
+                                                                                   f"{path}: name")
+    out_dir = data.get("out_dir", "runs")
+    if not isinstance(out_dir, str) or not out_dir:
+        raise TaglessError(f"{path}: out_dir: expected a folder, got {out_dir!r}")
+    seed_list = _seeds(list(seeds), "--seeds") if seeds is not None else _seeds(data.get("seeds", [0]),
+                                                                                 f"{path}: seeds")
+    raw = data.get("variants")
+    if not isinstance(raw, list) or not raw:
+        raise TaglessError(f"{path}: variants: expected a non-empty list of {{name:, set:}}, got {raw!r}")
+    variants, seen = [], []
+    for i, v in enumerate(raw):
+        where = f"{path}: variants[{i}]"
+        if not isinstance(v, dict):
+            raise TaglessError(f"{where}: expected a mapping with name: and set:, got {v!r}")
+        bad = [k for k in v if k not in VARIANT_KEYS]
+        if bad:
+            raise TaglessError(f"{where}: unknown key {bad[0]!r} (valid: {', '.join(VARIANT_KEYS)})")
+        vname = _folder_name(v.get("name"), f"{where}.name")
+        if vname in seen:
+            raise TaglessError(f"{where}.name: duplicate variant name {vname!r}")
+        seen.append(vname)
+        variants.append(Variant(vname, _overrides(v.get("set"), f"{where}.set")))
+    reference = data.get("reference")
+    if reference is not None and reference not in seen:
+        raise TaglessError(f"{path}: reference: {reference!r} is not a variant (variants: {', '.join(seen)})")
+    return CompareSpec(path, spec_name, out_dir, _base_path(data["base"], path),
+                       _overrides(data.get("set"), f"{path}: set"), _overrides(list(overrides), "--set"),
+                       seed_list, _metrics(data.get("metrics"), f"{path}: metrics"), reference, variants)
+
+
+def base_config(spec: CompareSpec):
+    """The base recipe with the overrides of every run (what each variant starts from)."""
+    try:
+        return load_config(str(spec.base), spec.set + spec.cli_set)
+    except TaglessError as e:
+        raise TaglessError(f"{spec.path}: set: {e}") from None

@@ -1,0 +1,131 @@
+"""The comparison table: mean +- sample std over seeds, the difference of means from the
+reference with a seed-noise verdict, and its CSV / Markdown forms."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from tagless.tables import format_float
+
+SPEED = ("wall_s", "images_per_s")
+BEYOND, NOISE, FEW = "beyond noise", "noise", "too few seeds"
+
+
+def _finite(values) -> np.ndarray:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    return v[np.isfinite(v)]
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """(mean, sample std with ddof=1, n) of the finite values; std is NaN below 2 values,
+    both NaN for none."""
+    v = _finite(values)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
+
+
+def mean_difference(a, b, z: float = 2.0) -> tuple[float, float, str]:
+    """(mean(a) - mean(b), its standard error sqrt(s_a^2/n_a + s_b^2/n_b), verdict).
+
+    The verdict is 'beyond noise' when |difference| > z standard errors, else 'noise';
+    'too few seeds' when a or b has fewer than 2 finite values (no spread to judge by)."""
+    a, b = _finite(a), _finite(b)
+    if a.size == 0 or b.size == 0:
+        return math.nan, math.nan, FEW
+    diff = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2:
+        return diff, math.nan, FEW
+    se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    return diff, se, BEYOND if abs(diff) > z * se else NOISE
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def run_metrics(record: dict) -> dict:
+    """A run's metrics: its test numbers if it has any, else its monitor numbers; plus speed."""
+    numbers = record.get("test") or record.get("monitor") or {}
+    out = {k: v for k, v in numbers.items() if _is_number(v) or v is None}
+    return out | {k: record.get(k) for k in SPEED}
+
+
+def metric_names(runs: list[dict], wanted: list[str] | None) -> list[str]:
+    """The columns: ``wanted``, or every numeric metric of the runs (first seen first), then speed."""
+    if wanted:
+        return list(wanted)
+    found = dict.fromkeys(k for r in runs for k, v in r["metrics"].items() if k not in SPEED and _is_number(v))
+    return [*found, *SPEED]
+
+
+def summarise(runs: list[dict], variants: list[str], metrics: list[str], reference: str | None = None) -> list[dict]:
+    """One row per variant: n seeds, failed runs, mean and std of each metric over seeds and,
+    with a reference, the difference of means and its seed-noise verdict (numbers, for CSV/JSON)."""
+    def values(v, m):
+        return [r["metrics"].get(m) for r in runs if r["variant"] == v and r["status"] != "failed"]
+
+    table = []
+    for v in variants:
+        mine = [r for r in runs if r["variant"] == v]
+        row = {"variant": v, "seeds": sum(r["status"] != "failed" for r in mine),
+               "failed": sum(r["status"] == "failed" for r in mine)}
+        for m in metrics:
+            mean, std, _ = mean_std(values(v, m))
+            row[m], row[f"{m} std"] = mean, std
+            if reference is not None:
+                diff, _, verdict = (mean_difference(values(v, m), values(reference, m)) if v != reference
+                                    else (None, None, "reference"))
+                row[f"{m} vs {reference}"], row[f"{m} verdict"] = diff, verdict
+        table.append(row)
+    return table
+
+
+def _num(x) -> str | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else format_float(float(x))
+
+
+def display_rows(table: list[dict], metrics: list[str], reference: str | None = None) -> list[dict]:
+    """The table as text cells: 'mean +- std' and '+diff (verdict)'."""
+    show_failed = any(r["failed"] for r in table)
+    out = []
+    for r in table:
+        row = {"variant": r["variant"] + (" (ref)" if r["variant"] == reference else ""), "seeds": r["seeds"]}
+        if show_failed:
+            row["failed"] = r["failed"]
+        for m in metrics:
+            mean, std = _num(r[m]), _num(r[f"{m} std"])
+            row[m] = None if mean is None else mean if std is None else f"{mean} +- {std}"
+            if reference is not None:
+                diff = r[f"{m} vs {reference}"]
+                shown = None if r["variant"] == reference else _num(diff)
+                row[f"vs {reference}: {m}"] = (None if shown is None else
+                                               f"{'' if diff < 0 else '+'}{shown} ({r[f'{m} verdict']})")
+        out.append(row)
+    return out
+
+
+def markdown_table(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    cell = lambda v: "-" if v is None else (format_float(v) if isinstance(v, float) else str(v)).replace("|", "\\|")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, columns)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in r.items()})
+
+
+def flat_run(r: dict) -> dict:
+    return {"variant": r["variant"], "seed": r["seed"], "status": r["status"], **r["metrics"],
+            "error": r["error"], "run_dir": r["run_dir"]}
