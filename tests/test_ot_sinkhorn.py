@@ -156,3 +156,96 @@ def test_two_processes_with_uneven_rows_equal_one(tmp_path):
     assert torch.equal(torch.cat([p["labels"] for p in parts]), one.labels)
     assert torch.allclose(torch.cat([p["plan"] for p in parts]), one.probs, rtol=1e-9, atol=1e-15)
     assert all(torch.allclose(p["beta"], one.beta) and int(p["iters"]) == one.iterations for p in parts)
+
+
+def test_warm_start_after_a_cluster_predicted_far_below_the_others():
+    """Column 3 sits 60 logits below the rest: at lambda 25 its unshifted scaling is about
+    exp(1500), past fp64. The returned beta stays finite (median 1, clipped), and warm-starting
+    the next solve with it gives the cold solve's plan, not NaN and label 0 for every row."""
+    logits = problem(300, 6, scale=0.5, seed=8)
+    logits[:, 3] -= 60
+    first = sinkhorn(logits, lam=25.0, tol=1e-9, max_iters=20000, output="probs")
+    assert torch.isfinite(first.beta).all() and (first.beta > 0).all() and float(first.beta.median()) == 1.0
+    nxt = logits + 0.05 * problem(300, 6, seed=9)
+    warm = sinkhorn(nxt, lam=25.0, tol=1e-9, max_iters=20000, beta=first.beta, output="probs")
+    cold = sinkhorn(nxt, lam=25.0, tol=1e-9, max_iters=20000, output="probs")
+    assert warm.converged and torch.equal(warm.labels, cold.labels)
+    assert torch.allclose(warm.probs, cold.probs, atol=1e-6)
+    assert int((warm.labels == 3).sum()) >= 40  # the far cluster still gets its share
+    assert torch.isfinite(warm.beta).all()
+
+
+def test_a_result_that_is_not_finite_is_never_returned():
+    """A warm start that goes non-finite is redone from a cold start (with a warning); a cold
+    solve that does (unchecked logits with a row of -inf: no row scaling exists) raises,
+    instead of argmax-ing NaN rows to label 0."""
+    logits = problem(120, 5, seed=10)
+    cold = sinkhorn(logits, lam=25.0, tol=1e-9, max_iters=20000)
+    with pytest.raises(TaglessError, match="beta must be finite"):
+        sinkhorn(logits, beta=torch.tensor([1.0, float("inf"), 1.0, 1.0, 1.0]))
+    with pytest.warns(UserWarning, match="cold start"):
+        res = sinkhorn(logits, lam=25.0, tol=1e-9, max_iters=20000, beta=torch.full((5,), float("nan")),
+                       check_inputs=False)
+    assert torch.equal(res.labels, cold.labels) and res.converged
+    logits[7] = -torch.inf
+    with pytest.raises(TaglessError, match="row of logits is -inf everywhere"):
+        sinkhorn(logits)
+    with pytest.raises(TaglessError, match="not finite"):
+        sinkhorn(logits, lam=25.0, tol=1e-9, max_iters=100, check_inputs=False)
+
+
+def test_autocast_does_not_reach_the_sums(monkeypatch):
+    """Under a bf16 autocast (the trainer's train.amp) the solver sums in its own dtype: the
+    result equals the one without autocast, and autocast is off inside."""
+    from tagless import distributed as dist
+
+    seen = []
+    reduce = dist.all_reduce_sum
+    monkeypatch.setattr(dist, "all_reduce_sum", lambda x: seen.append(torch.is_autocast_enabled("cpu")) or reduce(x))
+    logits = problem(200, 12, seed=11).float()
+    plain = sinkhorn(logits, lam=25.0, tol=1e-5, max_iters=2000, output="probs")
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = sinkhorn(logits, lam=25.0, tol=1e-5, max_iters=2000, output="probs")
+    assert seen and not any(seen)
+    assert torch.equal(auto.labels, plain.labels) and torch.equal(auto.probs, plain.probs)
+    assert auto.iterations == plain.iterations and auto.probs.dtype == torch.float32
+
+
+def test_default_sum_dtype_and_block_rule():
+    """Sums (and beta) in fp32 unless the logits are fp64 (the module docstring says why);
+    blocks: ~4M entries on a CPU, one block on an accelerator when nothing is converted, else
+    2 GiB of converted rows; any blocking gives the same result."""
+    from tagless.ot.sinkhorn import ACCEL_BLOCK_BYTES, CPU_BLOCK_ENTRIES, block_rows
+
+    logits = problem(90, 7, seed=12)
+    assert sinkhorn(logits).beta.dtype == torch.float64
+    assert sinkhorn(logits.float()).beta.dtype == torch.float32
+    assert sinkhorn(logits.bfloat16()).beta.dtype == torch.float32
+    n, k = 1_281_167, 3000
+    assert block_rows(n, k, "cpu", 0) == block_rows(n, k, "cpu", 8) == CPU_BLOCK_ENTRIES // k
+    assert block_rows(n, k, "cuda", 0) == n
+    assert block_rows(n, k, "cuda", 8) == ACCEL_BLOCK_BYTES // (8 * k) < n
+    whole = sinkhorn(logits, lam=25.0, tol=1e-10, max_iters=20000, output="plan")
+    small = sinkhorn(logits, lam=25.0, tol=1e-10, max_iters=20000, output="plan", rows_per_block=8)
+    assert torch.equal(whole.labels, small.labels) and torch.allclose(whole.probs, small.probs, rtol=1e-9)
+
+
+def _empty_rank_worker(rank, world_size, out_dir):
+    logits = problem(101, 9, scale=2.5, seed=7)
+    rows = [slice(0, 101), slice(101, 101)][rank]  # rank 1 holds no rows
+    res = sinkhorn(logits[rows], lam=25.0, tol=1e-10, max_iters=20000, output="plan",
+                   col_marginals=torch.arange(1.0, 10.0))
+    torch.save({"labels": res.labels, "plan": res.probs, "beta": res.beta, "iters": torch.tensor(res.iterations)},
+               Path(out_dir) / f"e{rank}.pt")
+
+
+def test_a_rank_without_rows_takes_part(tmp_path):
+    run_in_processes(_empty_rank_worker, 2, str(tmp_path))
+    one = sinkhorn(problem(101, 9, scale=2.5, seed=7), lam=25.0, tol=1e-10, max_iters=20000, output="plan",
+                   col_marginals=torch.arange(1.0, 10.0))
+    parts = [torch.load(tmp_path / f"e{r}.pt", weights_only=True) for r in range(2)]
+    assert parts[1]["labels"].numel() == 0 and parts[1]["plan"].shape == (0, 9)
+    assert torch.equal(parts[0]["labels"], one.labels)
+    assert torch.allclose(parts[0]["plan"], one.probs, rtol=1e-9, atol=1e-15)
+    assert all(torch.allclose(p["beta"], one.beta) and int(p["iters"]) == one.iterations for p in parts)

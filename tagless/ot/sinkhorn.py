@@ -20,14 +20,34 @@ which the row scaling absorbs, so the solver never forms P. It stores
 the column maximum of what remains: every row and every column of A then holds a 1, so no
 row and no column underflows to all zeros, however large lambda or the logit gaps (a column
 the network never predicts still gets its share). A is the one N x K array the solver makes
-(or it overwrites the logits with ``inplace=True``); every sum runs in ``dtype`` (fp64 by
-default) over row blocks converted on the fly, whatever the storage dtype. One pass over A
-per iteration: for each block, ``alpha = r / (A beta)`` then ``t += A^T alpha``; after the
-pass (and an all-reduce of t across processes) ``beta = c / t``.
+(or it overwrites the logits with ``inplace=True``). Every sum runs in ``dtype`` over row
+blocks converted on the fly, whatever the storage dtype, with autocast disabled (a bf16
+autocast around the caller would otherwise run the matrix products in bf16). ``dtype``
+defaults to fp32 (fp64 for fp64 logits): SwAV's per-step codes and the official SwAV code sum
+in fp32, GPUs run fp64 at a fraction of the fp32 rate, and fp32 sums meet tolerances down to
+about 1e-6; SeLa asks for fp64, as the official self-label code computes.
+
+One iteration, per row block: ``alpha = r / (A beta)``, then ``t += A^T alpha``; after the
+blocks (and an all-reduce of t across processes) ``beta = c / t``. Block sizes (`block_rows`):
+on a CPU, slices of about 4M entries (a share of the last-level cache, few enough Python
+calls); on an accelerator, all rows at once when A needs no conversion, else as many rows as
+a 2 GiB converted block holds (a few large launches per iteration, not thousands).
+
+Warm starts. The column scaling of the unshifted problem, ``beta_k * exp(-g_k)``, spans more
+than fp64's range when a cluster is predicted far below the others (g_k of -1000 at lambda 25
+is a logit gap of 40), so the returned ``beta`` is that scaling divided by its median over the
+live clusters (its scale is free: the row scalings absorb it) and clipped to [sqrt(tiny),
+1 / sqrt(tiny)] of ``dtype`` (e^-354 to e^354 in fp64): always finite, > 0 on live clusters (0 on
+dead ones); a clipped cluster only loses its warm start, the iterations restore it. A solve whose
+scalings are not finite raises :class:`TaglessError`, after one retry from a cold start when
+it was warm-started (with a warning); it never returns arbitrary labels.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -36,15 +56,20 @@ from tagless import distributed as dist
 from tagless.errors import TaglessError
 
 OUTPUTS = ("labels", "probs", "plan")
+CPU_BLOCK_ENTRIES = 1 << 22  # entries per row block on a CPU (16 MiB of fp32)
+ACCEL_BLOCK_BYTES = 2 << 30  # the largest converted / temporary block on an accelerator
 
 
 @dataclass
 class SinkhornResult:
     """labels: int64 argmax of each (local) row of the plan. probs: the row-normalised plan
     (each row a distribution over clusters; SwAV's codes), or the plan itself for
-    ``output='plan'``, or None for ``output='labels'``. beta: the column scaling (K, warm-start
-    it with ``beta=``). iterations: column updates done. error: L1 distance of the plan's
-    column sums to the column marginals (its rows are exact). converged: error <= tol."""
+    ``output='plan'``, or None for ``output='labels'``. beta: the column scaling (K, up to a
+    constant factor: median 1 over live clusters, clipped to [sqrt(tiny), 1 / sqrt(tiny)], see
+    the module docstring);
+    warm-start the next solve with ``beta=``. iterations: column updates done. error: L1
+    distance of the plan's column sums to the column marginals (its rows are exact).
+    converged: error <= tol."""
 
     labels: torch.Tensor
     probs: torch.Tensor | None
@@ -54,9 +79,19 @@ class SinkhornResult:
     converged: bool
 
 
-def _blocks(n: int, k: int, budget: int = 1 << 18):
-    """Row slices of about ``budget`` entries, so a converted block stays in cache."""
-    rows = max(1, budget // max(k, 1))
+def block_rows(n: int, k: int, device_type: str, entry_bytes: int) -> int:
+    """Rows per block for an ``n x k`` kernel on ``device_type`` when a block costs
+    ``entry_bytes`` of temporary memory per entry (0: a view, nothing converted). CPU: about
+    ``CPU_BLOCK_ENTRIES`` entries. Accelerators: every row when nothing is converted, else as
+    many as ``ACCEL_BLOCK_BYTES`` hold."""
+    if device_type == "cpu":
+        return max(1, CPU_BLOCK_ENTRIES // max(k, 1))
+    if entry_bytes == 0:
+        return max(n, 1)
+    return max(1, min(n, ACCEL_BLOCK_BYTES // (max(k, 1) * entry_bytes)))
+
+
+def _slices(n: int, rows: int) -> list[slice]:
     return [slice(s, min(s + rows, n)) for s in range(0, n, rows)]
 
 
@@ -69,6 +104,20 @@ def _check_marginal(name: str, m: torch.Tensor | None, size: int, device, dtype)
     if not torch.isfinite(m).all() or (m < 0).any():
         raise TaglessError(f"sinkhorn: {name} must be finite and >= 0")
     return m
+
+
+def _no_autocast(device_type: str):
+    """Autocast off on this device (sums in the promised dtype), where autocast exists."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _scaled(log_beta: torch.Tensor, centre: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """exp(log beta - centre) clipped to [sqrt(tiny), 1 / sqrt(tiny)] of ``dtype``: finite and
+    > 0 (the module docstring's warm-start rule)."""
+    bound = -0.5 * math.log(torch.finfo(dtype).tiny)
+    return torch.exp((log_beta - centre).clamp(-bound, bound))
 
 
 @torch.no_grad()
@@ -86,11 +135,13 @@ def sinkhorn(
     inplace: bool = False,
     distributed: bool = True,
     check_inputs: bool = True,
+    rows_per_block: int | None = None,
 ) -> SinkhornResult:
     """Solve the equipartition transport problem of [0] Eq. 7 for ``P = softmax(logits)``.
 
     Args:
-        logits: N x K scores (the rows this process holds; N may differ between processes).
+        logits: N x K scores (the rows this process holds; N may differ between processes,
+            and be 0 on some when others hold rows).
         lam: lambda of Eq. 7 (25 in [0]; SwAV's 1 / eps = 20). The Gibbs kernel is P^lam.
         row_marginals: r, N non-negative weights of this process's rows; default uniform
             1 / N_total, N_total summed over processes. Rescaled to sum to 1 over all rows.
@@ -99,17 +150,20 @@ def sinkhorn(
         tol: stop once the plan's column sums are within this L1 distance of c (its row sums
             are exact after every iteration).
         beta: a previous result's ``beta`` to warm-start from (Sec. 3.1: "the parameters ...
-            can be retained between steps").
+            can be retained between steps"); finite, >= 0, K entries.
         output: 'labels' (argmax only), 'probs' (row-normalised plan, N x K) or 'plan' (Q of
             Eq. 8, rows summing to r).
         dtype: of every sum and of the returned scalings (default: fp64 for fp64 logits, else
-            fp32; the official code uses fp64).
+            fp32; see the module docstring for why; the official SeLa code uses fp64).
         storage_dtype: of the stored kernel A (default: the logits' dtype; bf16 halves memory).
         inplace: overwrite ``logits`` with A (no N x K copy at all; storage is logits' dtype).
         distributed: all-reduce the column sums over processes (rows sharded over ranks).
-        check_inputs: refuse NaN / +inf logits (one device sync; SwAV's per-step use skips it).
-            With ``tol=0`` nothing else waits for the device: the iterations run to
-            ``max_iters`` and ``error`` is NaN (not computed).
+        check_inputs: refuse NaN / +inf logits, rows of -inf, and non-finite results (device syncs; SwAV's
+            per-step use skips them). With ``tol=0`` and no checks nothing waits for the device:
+            the iterations run to ``max_iters``, ``error`` is NaN (not computed) and a
+            non-finite result is the caller's to notice (SwAV: a NaN loss).
+        rows_per_block: rows of A per block of the iterations (default: `block_rows`'s rule
+            for this device; benchmarks set it).
 
     Returns:
         :class:`SinkhornResult` for this process's rows.
@@ -120,6 +174,13 @@ def sinkhorn(
         raise TaglessError(f"sinkhorn: logits must be N x K with K >= 1, got {tuple(logits.shape)}")
     if not lam > 0 or max_iters < 1 or tol < 0:
         raise TaglessError(f"sinkhorn: need lam > 0, max_iters >= 1, tol >= 0 (got {lam}, {max_iters}, {tol})")
+    with _no_autocast(logits.device.type):
+        return _solve(logits, lam, row_marginals, col_marginals, max_iters, tol, beta, output, dtype, storage_dtype,
+                      inplace, distributed, check_inputs, rows_per_block)
+
+
+def _solve(logits, lam, row_marginals, col_marginals, max_iters, tol, beta, output, dtype, storage_dtype, inplace,
+           distributed, check_inputs, rows_per_block) -> SinkhornResult:
     reduce_sum = dist.all_reduce_sum if distributed else (lambda x: x)
     reduce_max = dist.all_reduce_max if distributed else (lambda x: x)
     n, k = logits.shape
@@ -130,21 +191,34 @@ def sinkhorn(
         raise TaglessError("sinkhorn: no rows")
     if check_inputs and bool(torch.isnan(logits).any() or torch.isposinf(logits).any()):
         raise TaglessError("sinkhorn: logits contain NaN or +inf")
-    blocks = _blocks(n, k)
+    if check_inputs and n and bool(torch.isneginf(logits).all(dim=1).any()):
+        raise TaglessError("sinkhorn: a row of logits is -inf everywhere (no cluster can take it)")
+    store_dtype = logits.dtype if inplace else (storage_dtype or logits.dtype)
+    size = torch.finfo(dtype).bits // 8
+    # temporaries of the set-up and output passes are dtype blocks; the iterations convert A only when it is stored
+    # in another dtype
+    wide = _slices(n, block_rows(n, k, device.type, size))
+    blocks = _slices(n, rows_per_block or block_rows(n, k, device.type, 0 if store_dtype == dtype else size))
 
     # r and c, normalised to probability vectors over all rows / all columns.
     r = _check_marginal("row_marginals", row_marginals, n, device, dtype)
     r = torch.ones(n, device=device, dtype=dtype) / n_total if r is None else r / reduce_sum(r.sum())
     c = _check_marginal("col_marginals", col_marginals, k, device, dtype)
     c = torch.full((k,), 1.0 / k, device=device, dtype=dtype) if c is None else c / c.sum()
+    if beta is not None:
+        beta = torch.as_tensor(beta, device=device, dtype=dtype).reshape(-1)
+        if beta.numel() != k:
+            raise TaglessError(f"sinkhorn: beta has {beta.numel()} entries, expected {k}")
+        if check_inputs and not bool(torch.isfinite(beta).all() and (beta >= 0).all() and (beta > 0).any()):
+            raise TaglessError("sinkhorn: beta must be finite, >= 0 and not all 0 (a previous result's beta)")
 
     # A = exp(lam * l - rowmax - colmax), stored once (see the module docstring).
     row_max = torch.empty(n, device=device, dtype=dtype)  # m_i
     col_max = torch.full((k,), -torch.inf, device=device, dtype=dtype)
-    for b in blocks:
+    for b in wide:
         s = logits[b].to(dtype) * lam
         row_max[b] = s.amax(dim=1)
-        col_max = torch.maximum(col_max, (s - row_max[b, None]).amax(dim=0))
+        col_max = torch.maximum(col_max, s.sub_(row_max[b, None]).amax(dim=0))
     col_max = reduce_max(col_max)
     live = torch.isfinite(col_max)  # a column of -inf logits everywhere can hold no mass
     if check_inputs and not live.any():
@@ -152,49 +226,70 @@ def sinkhorn(
     c = torch.where(live, c, torch.zeros_like(c))
     c = c / c.sum()
     col_max = torch.where(live, col_max, torch.zeros_like(col_max))
-    store = logits if inplace else torch.empty((n, k), device=device, dtype=storage_dtype or logits.dtype)
-    for b in blocks:
-        store[b] = torch.exp(logits[b].to(dtype) * lam - row_max[b, None] - col_max).to(store.dtype)
+    store = logits if inplace else torch.empty((n, k), device=device, dtype=store_dtype)
+    for b in wide:
+        s = logits[b].to(dtype) * lam
+        store[b] = s.sub_(row_max[b, None]).sub_(col_max).exp_().to(store.dtype)
     # The first column update weighs the rows of exp(lam * l) equally (SwAV's order: Q / sum(Q),
     # then prototypes), i.e. the rows of A by exp(m_i), taken relative to the largest m_i.
-    first_weights = r * torch.exp(row_max - reduce_max(row_max.max().reshape(1)))
+    top = row_max.max() if n else torch.tensor(-torch.inf, device=device, dtype=dtype)
+    first_weights = r * torch.exp(row_max - reduce_max(top.reshape(1)))
     del row_max
 
     tiny = torch.finfo(dtype).tiny
-    if beta is not None:  # warm start: the caller's beta is in the unshifted scale
-        beta = torch.as_tensor(beta, device=device, dtype=dtype).reshape(-1)
-        if beta.numel() != k:
-            raise TaglessError(f"sinkhorn: beta has {beta.numel()} entries, expected {k}")
-        beta, iterations = beta * torch.exp(col_max), 0
-    else:  # the first column update, with constant row scalings of exp(lam * l)
-        t = torch.zeros(k, device=device, dtype=dtype)
-        for b in blocks:
-            t += store[b].to(dtype).T @ first_weights[b]
-        beta, iterations = c / reduce_sum(t).clamp_min(tiny), 1
-    while True:  # one pass: row scalings from beta, then the column sums they give
-        t = torch.zeros(k, device=device, dtype=dtype)
-        for b in blocks:
-            a = store[b].to(dtype)
-            t += a.T @ (r[b] / (a @ beta).clamp_min(tiny))
-        t = reduce_sum(t)
-        if tol > 0:  # column sums of the plan whose rows are exact (a device sync)
-            error = float((beta * t - c).abs().sum())
-            if error <= tol:
+    floor = torch.full((1,), tiny, device=device, dtype=dtype)  # A beta + tiny > 0
+    views = [(store[b], r[b]) for b in blocks]
+    check = tol > 0 or check_inputs
+
+    def iterate(beta):
+        if beta is not None:  # warm start: the caller's beta is in the unshifted scale
+            log_beta = torch.log(beta) + col_max
+            beta, iterations = _scaled(log_beta, log_beta.max(), dtype), 0
+        else:  # the first column update, with constant row scalings of exp(lam * l)
+            t = torch.zeros(k, device=device, dtype=dtype)
+            for b in blocks:
+                t.addmv_(store[b].to(dtype).T, first_weights[b])
+            beta, iterations = c / reduce_sum(t).clamp_min(tiny), 1
+        error = float("nan")
+        while True:  # one pass: row scalings from beta, then the column sums they give
+            t = torch.zeros(k, device=device, dtype=dtype)
+            for a, rb in views:
+                a = a.to(dtype)
+                alpha = torch.addmv(floor, a, beta)
+                torch.div(rb, alpha, out=alpha)
+                t.addmv_(a.T, alpha)
+            t = reduce_sum(t)
+            if tol > 0:  # column sums of the plan whose rows are exact (a device sync)
+                error = float((beta * t - c).abs().sum())
+                if error <= tol or not math.isfinite(error):
+                    break
+            if iterations >= max_iters:
                 break
-        if iterations >= max_iters:
-            break
-        beta = c / t.clamp_min(tiny)
-        iterations += 1
-    error = error if tol > 0 else float("nan")
+            beta = c / t.clamp_min(tiny)
+            iterations += 1
+        finite = math.isfinite(error) if tol > 0 else (not check or bool(torch.isfinite(beta).all()))
+        return beta, iterations, error, finite
+
+    warm = beta is not None
+    beta, iterations, error, finite = iterate(beta)
+    if not finite and warm:
+        warnings.warn("sinkhorn: the warm-started solve gave non-finite scalings; solving again from a cold start",
+                      stacklevel=3)
+        beta, iterations, error, finite = iterate(None)
+    if not finite:
+        raise TaglessError(f"sinkhorn: the scalings are not finite after {iterations} iterations (lam={lam} too "
+                           f"large for {dtype}? try dtype=torch.float64)")
     converged = error <= tol
 
     labels = torch.empty(n, dtype=torch.long, device=device)
     probs = None if output == "labels" else store
-    for b in blocks:
+    for b in wide:
         q = store[b].to(dtype) * beta  # rows of the plan up to the row scaling
         labels[b] = q.argmax(dim=1)
         if probs is not None:
-            q = q / q.sum(dim=1, keepdim=True).clamp_min(tiny)
+            q /= q.sum(dim=1, keepdim=True).clamp_min(tiny)
             probs[b] = (q * r[b, None] if output == "plan" else q).to(store.dtype)
-    beta = beta * torch.exp(-col_max)  # back to the unshifted scale, for warm starts
+    # back to the unshifted scale, for warm starts: beta_k exp(-g_k) over its median, clipped (module docstring)
+    log_beta = torch.where(c > 0, torch.log(beta) - col_max, torch.nan)
+    beta = torch.where(c > 0, _scaled(log_beta, log_beta.nanmedian(), dtype), torch.zeros_like(beta))
     return SinkhornResult(labels, probs, beta, iterations, error, converged)
