@@ -86,6 +86,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise TaglessError(errors[0] if errors else f"{key}: bad value {value!r}")
     if isinstance(tp, type) and issubclass(tp, TaggedUnion):
         return tagged(value, tp, key)
+    if tp is str and isinstance(value, bool):  # YAML 1.1 reads on / off (and yes / no) as booleans
+        return "on" if value else "off"
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value

@@ -131,6 +131,19 @@ def test_every_run_shares_the_base_but_its_seed(tmp_path):
     assert runs[1].run_dir == tmp_path / "runs" / "tiny" / "runs" / "t05_s0"
 
 
+def test_a_variant_may_start_from_its_own_recipe(tmp_path):
+    """variants[i].base: a baseline with another recipe (its views, its method) in the same table."""
+    variants = [{"name": "moco", "set": []}, {"name": "simsiam", "base": "demo_simsiam", "set": []}]
+    runs = plan_runs(load_spec(write_spec(tmp_path, tmp_path / "runs", variants=variants, reference="moco",
+                                          set=[t for t in TINY if not t.startswith("method.")])))
+    methods = {r.variant: r.cfg.method.name for r in runs}
+    assert methods == {"moco": "moco", "simsiam": "simsiam"}
+    assert {r.variant: r.cfg.views.global_scale for r in runs}["simsiam"] == (0.5, 1.0)  # demo_simsiam's views
+    with pytest.raises(TaglessError, match="base: config not found: no_such_recipe"):
+        load_spec(write_spec(tmp_path, tmp_path / "runs", variants=[{"name": "x", "base": "no_such_recipe"}],
+                             reference="x"))
+
+
 def test_the_command_line_set_wins_over_a_variants_and_the_file_set_does_not(tmp_path):
     path = write_spec(tmp_path, tmp_path / "runs", set=[*TINY, "method.temperature=0.1", "train.epochs=3"])
     runs = plan_runs(load_spec(path, overrides=["train.epochs=1"], seeds=[7]))

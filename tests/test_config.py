@@ -134,3 +134,11 @@ def test_switching_method_by_override_drops_the_recipe_method_fields():
     assert cfg.method.proj_dim == SimSiamConfig().proj_dim  # simsiam's defaults, not the recipe's moco fields
     with pytest.raises(TaglessError, match="method.queue_size"):
         load_config("demo_moco", ["method.name=simsiam", "method.queue_size=5"])
+
+
+def test_on_and_off_stay_words_in_string_fields():
+    """YAML 1.1 reads `off` as False: `train.amp=off` (a documented value) must still load."""
+    from tagless.engine.run_config import load_config
+
+    cfg = load_config("demo_moco", ["train.amp=off", "train.channels_last=on"])
+    assert cfg.train.amp == "off" and cfg.train.channels_last == "on"

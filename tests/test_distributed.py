@@ -112,7 +112,7 @@ def _shuffle_keys_worker(rank, world_size, out_dir, modes):
     """method.keys on this rank's shard with shuffle-BN as implemented ("real") or broken on
     purpose: "noop" keeps every rank's own shard (inverse = identity), "wrong_inverse" draws the
     same permutation but undoes it with perm instead of argsort(perm)."""
-    from tagless.methods import moco as moco_module
+    from tagless.methods import common as moco_module
 
     real = moco_module.shuffle_across_ranks
 
@@ -257,3 +257,56 @@ def test_epoch_pass_and_uneven_gather_two_processes_equal_one(tmp_path):
         assert torch.equal(got["local"], torch.as_tensor(shard(7, rank, 2)))
         assert got["uneven"].flatten().tolist() == [0.0, 1.0, 2.0, 10.0, 11.0, 12.0, 13.0, 14.0]
         assert float(got["sum"]) == 3.0
+
+
+# ---- shuffle-BN on one process: BN groups emulate the ranks ------------------------------
+def make_grouped_moco(groups: int, symmetric: bool = False) -> MoCo:
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", stem="cifar", width=0.125)
+    cfg = MocoConfig(queue_size=24, proj_dim=16, proj_hidden_dim=32, momentum=0.9, bn_mode="shuffle",
+                     bn_groups=groups, symmetric=symmetric)
+    return MoCo(backbone, fixed_views, cfg, seed=0)
+
+
+def _grouped_worker(rank, world_size, out_dir, symmetric):
+    method = make_grouped_moco(0, symmetric)
+    model = DistributedDataParallel(method, forward_sync_buffers=False)
+    images = make_images().chunk(world_size)[rank]
+    gen = torch.Generator().manual_seed(SHUFFLE_SEED)
+    torch.save({"keys": method.keys(_shuffle_input().chunk(world_size)[rank], gen),
+                **one_step(model, method, images)}, Path(out_dir) / f"g{rank}.pt")
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_one_process_with_two_bn_groups_equals_two_processes(tmp_path, symmetric):
+    """Shuffle-BN on one process (bn_groups=2: per-group BN statistics for the query, the key
+    batch shuffled across the groups) gives the keys, loss, gradients, queue and key encoder of
+    2 gloo processes with the same permutation."""
+    run_in_processes(_grouped_worker, 2, str(tmp_path), symmetric)
+    method = make_grouped_moco(2, symmetric)
+    keys = method.keys(_shuffle_input(), torch.Generator().manual_seed(SHUFFLE_SEED))
+    single = one_step(method, method, make_images())
+    half = BATCH // 2
+    for rank in range(2):
+        multi = torch.load(tmp_path / f"g{rank}.pt", weights_only=True)
+        assert torch.allclose(multi["keys"], keys[rank * half : (rank + 1) * half], atol=1e-5), rank
+        assert torch.allclose(multi["loss"], single["loss"], atol=1e-5)
+        assert multi["grads"].keys() == single["grads"].keys() and len(single["grads"]) > 10
+        for name, g in single["grads"].items():
+            assert torch.allclose(multi["grads"][name], g, atol=1e-5, rtol=1e-4), name
+        assert torch.allclose(multi["queue"], single["queue"], atol=1e-5)
+        for name, p in single["key_encoder"].items():
+            assert torch.allclose(multi["key_encoder"][name], p, atol=1e-5), name
+
+
+def test_one_process_shuffle_bn_is_not_plain_bn():
+    """The grouped keys match the per-shard reference, and differ from full-batch BN and from
+    groups without the shuffle: the test above can fail."""
+    x, gen = _shuffle_input(), lambda: torch.Generator().manual_seed(SHUFFLE_SEED)
+    keys = make_grouped_moco(2).keys(x, gen())
+    refs = shuffle_references()
+    assert torch.allclose(keys, refs["real"], atol=1e-5)
+    assert not torch.allclose(keys, refs["global_bn"], atol=1e-3)
+    assert not torch.allclose(keys, refs["noop"], atol=1e-3)
+    plain = make_grouped_moco(1).keys(x, gen())  # one group: the leak MoCo's Sec. 3.3 warns about
+    assert torch.allclose(plain, refs["global_bn"], atol=1e-5)

@@ -244,3 +244,25 @@ def test_every_registered_method_follows_the_contract(name, tmp_path):
     grads = [p.grad for g in trainer.optimizers.optimizers["main"].param_groups for p in g["params"]]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     assert all(g is None or torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", registered_methods())
+def test_every_method_under_cpu_bf16_autocast(name, tmp_path):
+    """The GPU's precision path (train.amp: bf16 autocast) run on the CPU: the epoch pass and two
+    steps of every method give finite fp32 losses and finite gradients, close to the fp32 run."""
+    from tagless.methods import Batch
+
+    losses = {}
+    for amp in ("off", "bf16"):
+        trainer = Trainer(config(tmp_path, f"{name}_{amp}", f"method.name={name}", "train.knn_every_epochs=0",
+                                 f"train.amp={amp}", *METHOD_EXTRA.get(name, [])), progress=False)
+        assert trainer.amp == (amp == "bf16")
+        trainer.start_epoch(0)
+        for step in range(2):
+            images, index, target = trainer.fetch(step)
+            logs = trainer.train_step(Batch(images, index, target, step, 0, torch.Generator().manual_seed(step)))
+            assert logs["loss"].dtype == torch.float32 and torch.isfinite(logs["loss"]), (amp, step)
+        grads = [p.grad for g in trainer.optimizers.optimizers["main"].param_groups for p in g["params"]]
+        assert all(g is None or torch.isfinite(g).all() for g in grads)
+        losses[amp] = float(logs["loss"])
+    assert losses["bf16"] == pytest.approx(losses["off"], rel=0.1, abs=0.05)  # bf16 rounding, not another loss

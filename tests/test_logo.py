@@ -26,7 +26,15 @@ from tagless.augment import build_views, logo
 from tagless.checkpoint import load_checkpoint
 from tagless.engine import Trainer
 from tagless.engine.run_config import load_config
-from tagless.losses.logo import critic_objective, derangement, local_local, moco_logo_loss, simsiam_logo_loss
+from tagless.losses.logo import (
+    critic_objective,
+    derangement,
+    local_local,
+    moco_all_pairs_loss,
+    moco_logo_loss,
+    simsiam_all_pairs_loss,
+    simsiam_logo_loss,
+)
 from tagless.methods import METHODS, Batch
 from tagless.methods.logo import Logo, LogoConfig
 from tagless.models import build_backbone
@@ -173,6 +181,34 @@ def test_simsiam_logo_loss_hand_computed():
     assert all(z.grad is None for z in z_g) and all(p.grad is not None for p in p_g)  # stop-gradient on z
 
 
+def test_all_pairs_losses_are_means_over_ordered_pairs_of_crops():
+    """The supplement's "4-crop" baseline: every crop a positive of every other, both ways."""
+    g = torch.Generator().manual_seed(2)
+    q = [torch.randn(4, 5, generator=g) for _ in range(3)]
+    k = [F.normalize(torch.randn(4, 5, generator=g), dim=1) for _ in range(3)]
+    queue = F.normalize(torch.randn(6, 5, generator=g), dim=1)
+    pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+    assert close(moco_all_pairs_loss(q, k, queue, T), sum(nce(q[i], k[j], queue) for i, j in pairs) / 6)
+    p = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 1.0]])]
+    z = [torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[-1.0, 0.0]])]
+    # -cos over the 6 ordered pairs: (0,1) 0, (0,2) -1, (1,0) 0, (1,2) 0, (2,0) 1/sqrt2, (2,1) 1/sqrt2
+    assert close(simsiam_all_pairs_loss(p, z), -(0 - 1 + 0 + 0 + 2 / math.sqrt(2)) / 6)
+
+
+@pytest.mark.parametrize("base", ["moco", "simsiam"])
+def test_all_pairs_objective_has_no_critic_and_keys_every_crop(base):
+    method = make(base, objective="all_pairs")
+    assert method.critic is None and method.optimizers() == []
+    images = make_images(N)
+    loss, logs = method.step(batch(images))
+    loss.backward()
+    assert torch.isfinite(loss) and set(logs) == {"loss"}
+    assert all(p.grad is not None for p in method.encoder.parameters() if p.requires_grad)
+    if base == "moco":
+        method.after_step()
+        assert int(method.queue.ptr) == N  # one key per image
+
+
 # --- the method against copies of its networks -------------------------------------------
 
 
@@ -194,8 +230,8 @@ def test_moco_logo_step_against_copies_of_the_encoders():
     # the keys from the query encoder would differ (the key encoder sees the globals)
     qk = [F.normalize(x, dim=1) for x in q]
     assert not close(logs["L_gg"], (nce(q[0], qk[1], queue) + nce(q[1], qk[0], queue)) / 2, 1e-3)
-    method.after_step()  # only the global keys k_g1, k_g2 are enqueued
-    assert close(method.queue.items[: 2 * N], torch.cat(k), 1e-5) and int(method.queue.ptr) == 2 * N
+    method.after_step()  # one key per image, global crop 2's, as method moco
+    assert close(method.queue.items[:N], k[1], 1e-5) and int(method.queue.ptr) == N
 
 
 def test_simsiam_logo_local_global_term_against_copies():

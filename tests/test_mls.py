@@ -175,15 +175,18 @@ def test_topk_against_brute_force(filled):
 
 
 def references(method: MLS, images):
-    """q1, k2 and g2 from copies of the encoders taken before the step (same train mode and
-    full batch), computed by hand from the views known to the test."""
+    """q1 and g1 (the query encoder's projection and backbone feature of view 1), k2 and g2 (the
+    key encoder's of view 2), from copies of the encoders taken before the step (same train
+    mode and full batch), computed by hand from the views known to the test."""
     views = fixed_views(images, None).crops
     enc_q, enc_k = copy.deepcopy(method.encoder_q), copy.deepcopy(method.encoder_k.net)
     with torch.no_grad():
+        g1 = enc_q[0](views[0])
         g2 = enc_k[0](views[1])
         k2 = enc_k[1](g2)
-        return {"q1": enc_q(views[0]), "k2": F.normalize(k2, dim=1), "g2": F.normalize(g2, dim=1),
-                "bank_z": method.queue.items.clone(), "bank_g": method.queue_g.items.clone()}
+        return {"q1": enc_q[1](g1), "g1": F.normalize(g1, dim=1), "k2": F.normalize(k2, dim=1),
+                "g2": F.normalize(g2, dim=1), "bank_z": method.queue.items.clone(),
+                "bank_g": method.queue_g.items.clone()}
 
 
 def test_queues_stay_aligned_through_wraparound():
@@ -227,12 +230,17 @@ def test_mls_term_skipped_until_k_filled_then_equals_formula(loss_name, fn):
         if step < 2:  # 0 and 8 entries filled, fewer than k = 10: InfoNCE alone
             assert float(logs["mls"]) == 0.0 and torch.allclose(loss, infonce, atol=1e-5)
         else:  # 16 filled: brute-force top-10 over the filled entries, then the loss over them
-            sims = ref["g2"] @ F.normalize(ref["bank_g"][:16], dim=1).t()
-            labels = torch.zeros(N, 24, dtype=torch.bool)
-            for b in range(N):
-                labels[b, torch.argsort(sims[b], descending=True)[:10]] = True
+            def mined(features, bank=ref["bank_g"][:16]):  # paper 000, Fig. 2: the query's own g1 picks
+                sims = features @ F.normalize(bank, dim=1).t()
+                labels = torch.zeros(N, 24, dtype=torch.bool)
+                for b in range(N):
+                    labels[b, torch.argsort(sims[b], descending=True)[:10]] = True
+                return labels
+
+            labels = mined(ref["g1"])
             valid = torch.arange(24) < 16
             expected = fn(ref["q1"], ref["bank_z"], labels, tau, valid)
+            assert not torch.equal(labels, mined(ref["g2"]))  # mining with the key's g2 picks others
             assert float(logs["mls"]) > 0 and torch.allclose(logs["mls"], expected, rtol=1e-6, atol=1e-8)
             assert torch.allclose(loss, infonce + w * expected, atol=1e-5)
             # the unmasked term (random unfilled entries included) differs: the mask matters
@@ -276,15 +284,16 @@ def run_steps(model, method: MLS, rank: int = 0, world: int = 1) -> list[dict]:
 
 
 def _ddp_worker(rank, world_size, out_dir):
-    for bn_mode in ("sync", "shuffle"):
-        method = make_mls(bn_mode, queue_size=16, topk=4)
+    for bn_mode in ("sync", "shuffle"):  # shuffle: asymmetric (near-tied top-k picks of the symmetric
+        # second term flip under fp32 rounding on these random images)
+        method = make_mls(bn_mode, queue_size=16, topk=4, symmetric=bn_mode == "sync")
         model = DistributedDataParallel(method, forward_sync_buffers=False)
         torch.save(run_steps(model, method, rank, world_size), Path(out_dir) / f"{bn_mode}{rank}.pt")
 
 
 def test_two_processes_equal_one_for_loss_gradients_and_queues(tmp_path):
     run_in_processes(_ddp_worker, 2, str(tmp_path))
-    method = make_mls("sync", queue_size=16, topk=4)
+    method = make_mls("sync", queue_size=16, topk=4, symmetric=True)
     single = run_steps(method, method)
     assert float(single[0]["mls"]) == 0.0 and all(float(s["mls"]) > 0 for s in single[1:])
     for rank in range(2):
@@ -298,11 +307,19 @@ def test_two_processes_equal_one_for_loss_gradients_and_queues(tmp_path):
             assert torch.equal(m["index"], s["index"]) and int(m["ptr"]) == int(s["ptr"])
             assert torch.allclose(m["z"], s["z"], atol=1e-5) and torch.allclose(m["g"], s["g"], atol=1e-5), step
     assert single[-1]["index"][:8].tolist() == list(range(20, 28))  # the last batch wrapped to the front
-    # shuffle-BN (per-shard statistics, so not equal to 1 process): every rank keeps the same queues
+    # shuffle-BN: every rank keeps the same queues, and one process with 2 BN groups (the ranks
+    # emulated) gives the same losses, gradients and queues
     a, b = (torch.load(tmp_path / f"shuffle{r}.pt", weights_only=True) for r in range(2))
+    grouped = make_mls("shuffle", queue_size=16, topk=4, bn_groups=2)
+    one = run_steps(grouped, grouped)
     for step, (x, y) in enumerate(zip(a, b)):
         assert torch.equal(x["z"], y["z"]) and torch.equal(x["g"], y["g"]), step
         assert torch.equal(x["index"], y["index"]) and torch.equal(x["index"], single[step]["index"]), step
+        assert torch.allclose(x["loss"], one[step]["loss"], atol=1e-5) and torch.allclose(x["mls"], one[step]["mls"],
+                                                                                           atol=1e-5), step
+        for name, grad in one[step]["grads"].items():
+            assert torch.allclose(x["grads"][name], grad, atol=1e-5, rtol=1e-4), (step, name)
+        assert torch.allclose(x["z"], one[step]["z"], atol=1e-5) and torch.allclose(x["g"], one[step]["g"], atol=1e-5)
     # step 0 against shuffle-BN by hand: permute the global batch with rank 0's draw, run the key
     # encoder on each half (per-shard BN), take g and k from the same pass, undo the permutation
     x2 = fixed_views(make_images(N), None).crops[1]
@@ -434,3 +451,45 @@ def test_mls_term_waits_for_its_start_epoch():
         loss, logs = method.step(b)
         assert (float(logs["mls"]) > 0) == on
         assert torch.allclose(loss, logs["infonce"] + (logs["mls"] if on else 0), atol=1e-6)
+
+
+def test_symmetric_mls_enqueues_one_entry_per_image():
+    method = make_mls(queue_size=20, symmetric=True)
+    images = make_images()
+    ref = references(method, images)
+    method.step(batch(images, torch.arange(N) + 100))
+    method.after_step()
+    assert int(method.queue.filled) == N and int(method.queue.ptr) == N  # not 2N: no image twice
+    assert torch.allclose(method.queue.items[:N], ref["k2"], atol=1e-5)
+    assert torch.allclose(method.queue_g.items[:N], ref["g2"], atol=1e-5)
+    assert method.queue_index.items[:N].tolist() == list(range(100, 100 + N))
+
+
+def test_diagnostics_positive_precision_and_queue_mean_norm():
+    """positive_precision is the share of mined neighbours whose image has the query's class,
+    counted here from the queue's dataset indices; queue_mean_norm is |mean of Q_z|."""
+    from tagless.methods import DataInfo
+
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1] * 4)
+    data = DataInfo(32, ["a", "b", "c"], "single", 16, lambda idx: None, labels)
+    torch.manual_seed(0)
+    method = MLS(build_backbone("resnet18", stem="cifar", width=0.125), fixed_views,
+                 MlsConfig(queue_size=16, proj_dim=16, proj_hidden_dim=32, momentum=0.9, topk=4, bn_mode="local"),
+                 data, seed=0)
+    expected = []
+    for step in range(3):
+        images, index = make_images(N + step)[step:], torch.arange(N) + N * step
+        queue_index, bank_g, filled = (method.queue_index.items.clone(), method.queue_g.items.clone(),
+                                       int(method.queue.filled))
+        ref = references(method, images)
+        method.step(batch(images, index, step))
+        if filled >= 4:  # brute force: the top-4 filled entries nearest to g1, then their classes
+            sims = ref["g1"] @ F.normalize(bank_g[:filled], dim=1).t()
+            for b in range(N):
+                picks = torch.argsort(sims[b], descending=True)[:4]
+                expected.append(float((labels[queue_index[picks]] == labels[index[b]]).float().mean()))
+        method.after_step()
+    logs = method.epoch_logs()
+    assert len(expected) == 2 * N and logs["positive_precision"] == pytest.approx(100 * np.mean(expected), abs=1e-4)
+    assert logs["queue_mean_norm"] == pytest.approx(float(method.queue.items.mean(0).norm()), abs=1e-6)
+    assert "positive_precision" not in method.epoch_logs()  # reset for the next epoch

@@ -141,12 +141,12 @@ def test_symmetric_loss_uses_the_same_queue_for_both_terms():
     assert not close(wrong, expected, atol=1e-4)
     assert not close(info_nce(ref["q1"], ref["k2"], queue, T), expected, atol=1e-4)  # one term only
 
-    method.after_step()
+    method.after_step()  # one key per image, view 2's, as the asymmetric MoCo-v2: no image twice
     items = method.queue.items
-    assert close(items[: 2 * N], torch.cat([ref["k1"], ref["k2"]]))  # k1 first, then k2
-    assert not close(items[: 2 * N], torch.cat([ref["k2"], ref["k1"]]), atol=1e-4)
-    assert torch.equal(items[2 * N :], queue[2 * N :])
-    assert int(method.queue.ptr) == 2 * N and int(method.queue.filled) == 2 * N
+    assert close(items[:N], ref["k2"])
+    assert not close(items[:N], ref["k1"], atol=1e-4)
+    assert torch.equal(items[N:], queue[N:])
+    assert int(method.queue.ptr) == N and int(method.queue.filled) == N
 
 
 # --- the queue ---------------------------------------------------------------------------
@@ -197,3 +197,55 @@ def test_contrastive_accuracy_hand_computed():
     per_query = [float(contrastive_accuracy(query[i : i + 1], key[i : i + 1], negatives)) for i in range(5)]
     assert per_query == [1.0, 1.0, 0.0, 0.0, 0.0]
     assert abs(float(contrastive_accuracy(query, key, negatives)) - 2 / 5) < 1e-6
+
+
+# --- split BatchNorm: BN groups on one process ---------------------------------------------
+
+
+def test_split_batchnorm_equals_one_batchnorm_per_contiguous_group():
+    """Each group of rows gets its own batch statistics (a BN per emulated GPU) and the running
+    statistics become the mean of the groups' updates; eval mode is plain BN."""
+    import torch.nn as nn
+
+    from tagless.methods.common import convert_split_batchnorm, set_bn_groups
+
+    torch.manual_seed(0)
+    for bn, x in ((nn.BatchNorm2d(3), torch.randn(8, 3, 4, 4) * 3 + 1), (nn.BatchNorm1d(5), torch.randn(6, 5))):
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2), bn.bias.uniform_(-1, 1)
+        ref = [copy.deepcopy(bn) for _ in range(2)]
+        net = convert_split_batchnorm(nn.Sequential(copy.deepcopy(bn)))
+        set_bn_groups(net, 2)
+        y = net(x)
+        halves = x.chunk(2)
+        expected = torch.cat([ref[i](halves[i]) for i in range(2)])
+        assert torch.allclose(y, expected, atol=1e-5)
+        assert not torch.allclose(y, copy.deepcopy(bn)(x), atol=1e-3)  # not the full-batch statistics
+        split = net[0]
+        assert torch.allclose(split.running_mean, (ref[0].running_mean + ref[1].running_mean) / 2, atol=1e-6)
+        assert torch.allclose(split.running_var, (ref[0].running_var + ref[1].running_var) / 2, atol=1e-6)
+        assert split.state_dict().keys() == bn.state_dict().keys()
+        y.sum().backward()  # gradients reach the shared affine parameters
+        assert split.weight.grad is not None and split.weight.grad.shape == bn.weight.shape
+        net.eval()
+        assert torch.allclose(net(x), nn.functional.batch_norm(x, split.running_mean, split.running_var, split.weight,
+                                                               split.bias, False, 0.0, split.eps), atol=1e-5)
+
+
+def test_grouped_forward_puts_every_view_of_an_image_in_its_group():
+    """[v1; v2] through split BN with 2 groups equals rank r's pass over [v1_r; v2_r] (the
+    images r*n..(r+1)*n of both views), outputs back in [v1; v2] order."""
+    import torch.nn as nn
+
+    from tagless.methods.common import convert_split_batchnorm, grouped, set_bn_groups
+
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
+    net = convert_split_batchnorm(copy.deepcopy(plain))
+    set_bn_groups(net, 2)
+    v1, v2 = torch.randn(6, 3, 5, 5), torch.randn(6, 3, 5, 5) + 2
+    y = grouped(net, torch.cat([v1, v2]), chunks=2, groups=2)
+    per_rank = [plain(torch.cat([v1[r * 3 : r * 3 + 3], v2[r * 3 : r * 3 + 3]])) for r in range(2)]
+    expected = torch.cat([per_rank[0][:3], per_rank[1][:3], per_rank[0][3:], per_rank[1][3:]])
+    assert torch.allclose(y, expected, atol=1e-5)
+    assert not torch.allclose(y, net(torch.cat([v1, v2])), atol=1e-3)  # contiguous groups would mix views

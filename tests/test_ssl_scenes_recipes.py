@@ -13,9 +13,10 @@ from tagless.data import DataConfig, build_dataset
 
 RECIPES = {
     "moco_scenes": ["method.queue_size=32"],
+    "simsiam_scenes": [],
     "mls_scenes": ["method.queue_size=32", "method.topk=4"],
-    "logo_scenes": ["method.queue_size=32", "views.local_size=8"],
-    "simsiam_logo_scenes": ["views.local_size=8"],
+    "logo_scenes": ["method.queue_size=32", "views.local_size=16"],
+    "simsiam_logo_scenes": ["views.local_size=16"],
     "swav_scenes": ["views.local_size=8", "method.num_prototypes=10", "method.freeze_prototypes_iters=1"],
 }
 
@@ -71,3 +72,31 @@ def test_scene_recipes_share_data_backbone_optimiser_epochs_and_seed():
     reference = sections["moco_scenes"]
     assert all(s == reference for s in sections.values())
     assert reference["train"]["epochs"] == 50 and reference["data"]["source"] == "digit_scenes"
+
+
+# What each recipe may change in the views against its baseline, and why (everything else, the
+# colour jitter, grayscale, blur, solarize, flip, aspect ratios and normalisation, is equal).
+LOGO_CROPS = {"recipe": "logo", "num_local": 2, "global_scale": [0.4, 1.0], "local_scale": [0.08, 0.6],
+              "local_size": 32}  # paper 004 supp. Sec. 1: global [0.4, 1], local [0.08, 0.6], resized to 32
+INTENDED_VIEW_DIFFERENCES = {
+    "moco_scenes": {},
+    "mls_scenes": {},  # paper 000: MLS is MoCo-v2's pipeline plus Q_g
+    "simsiam_scenes": {},
+    "logo_scenes": LOGO_CROPS,
+    "simsiam_logo_scenes": LOGO_CROPS,
+    # SwAV's multi-crop (Caron et al. 2020): 2 global (0.14, 1) + 6 local (0.05, 0.14) at 16 px
+    "swav_scenes": {"recipe": "multi_crop", "num_local": 6, "global_scale": [0.14, 1.0],
+                    "local_scale": [0.05, 0.14]},
+}
+
+
+def test_scene_recipes_views_differ_from_the_baseline_only_where_the_paper_does():
+    from tagless import config_io
+    from tagless.engine.run_config import load_config
+
+    views = {name: config_io.to_dict(load_config(name).views) for name in INTENDED_VIEW_DIFFERENCES}
+    baseline = views["moco_scenes"]
+    assert baseline["blur_p"] == 0.5 and baseline["global_scale"] == [0.2, 1.0]
+    for name, intended in INTENDED_VIEW_DIFFERENCES.items():
+        differs = {k: v for k, v in views[name].items() if v != baseline[k]}
+        assert differs == intended, name

@@ -152,6 +152,25 @@ def test_codes_are_sinkhorn_of_the_detached_scores(monkeypatch):
                                                                   for i in (0, 1)]).mean()), abs=1e-5)
 
 
+def test_prototype_usage_counts_the_argmax_of_codes_and_predictions():
+    """The epoch's usage log: prototypes taken at least once and the largest share, from the
+    first assigned crop's codes and scores, counted here by hand over two steps."""
+    method = make_swav()
+    codes_hits, pred_hits = [], []
+    for seed in (0, 1):
+        x = images(seed=seed + 1)
+        ref = independent_scores(method, x)[0]
+        codes_hits += swav_codes(ref).argmax(1).tolist()
+        pred_hits += ref.argmax(1).tolist()
+        method.step(batch(x, seed))
+    logs = method.epoch_logs()
+    for prefix, hits in (("codes", codes_hits), ("pred", pred_hits)):
+        counts = torch.bincount(torch.tensor(hits), minlength=12)
+        assert logs[f"{prefix}_prototypes_used"] == int((counts > 0).sum())
+        assert logs[f"{prefix}_largest_share"] == pytest.approx(float(counts.max()) / len(hits))
+    assert method.epoch_logs() == {}  # reset for the next epoch
+
+
 def test_prototype_rows_have_unit_norm_after_a_step():
     method = make_swav()
     with torch.no_grad():

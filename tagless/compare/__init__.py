@@ -13,9 +13,10 @@ variants (each a list of overrides)::
     variants:
       - {name: bce_full, set: [loss.name=bce, labels.mode=full]}
       - {name: an, set: [loss.name=an]}
+      - {name: other, base: other_recipe, set: []}  # a variant may start from its own recipe
 
-Run ``variant_sSEED`` gets ``base + set + variant.set + --set + [seed, name, out_dir]``; every
-config is validated before the first run trains. Runs train one after another, seed-major
+Run ``variant_sSEED`` gets ``(variant.base or base) + set + variant.set + --set + [seed, name,
+out_dir]``; every config is validated before the first run trains. Runs train one after another, seed-major
 (every variant at the first seed, then the next seed), under ``OUT_DIR/NAME/runs/``; a run
 with a ``result.json`` is reused, one with a checkpoint is resumed, one that raises a
 TaglessError (NaN loss, ...) is recorded as failed and the comparison goes on.

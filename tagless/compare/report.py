@@ -53,7 +53,8 @@ def write_report(spec: CompareSpec, runs: list[dict], shown: list[dict], metrics
     if curves:
         sections.append({"title": "Curves", "text": "Evaluation rows of each run's metrics.jsonl, mean over seeds "
                                                     "(band: one standard deviation).", "images": [curves.name]})
-    sections.append({"title": "Variants", "table": [{"variant": v.name, "overrides": " ".join(v.set) or "(none)"}
+    sections.append({"title": "Variants", "table": [{"variant": v.name, "base": str(v.base or spec.base),
+                                                     "overrides": " ".join(v.set) or "(none)"}
                                                     for v in spec.variants],
                      "text": f"Every run: {spec.base} + {' '.join(spec.set) or '(no file overrides)'} + the "
                              f"variant's overrides + {' '.join(spec.cli_set) or '(no --set)'} + seed, name, out_dir."})

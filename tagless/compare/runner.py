@@ -73,7 +73,7 @@ def plan_runs(spec: CompareSpec, rerun: bool = False) -> list[PlannedRun]:
         for i, v in enumerate(spec.variants):
             extra = [f"seed={seed}", f"name={v.name}_s{seed}", f"out_dir={spec.dir / 'runs'}"]
             try:
-                cfg = load_config(str(spec.base), spec.set + v.set + spec.cli_set + extra)
+                cfg = load_config(str(v.base or spec.base), spec.set + v.set + spec.cli_set + extra)
             except TaglessError as e:
                 raise TaglessError(f"{spec.path}: variants[{i}].set ({v.name}): {e}") from None
             init = cfg.model.init_checkpoint

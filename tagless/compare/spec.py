@@ -12,7 +12,7 @@ from tagless.engine.run_config import CONFIG_DIR, load_config, resolve_config_pa
 from tagless.errors import TaglessError
 
 KEYS = ("name", "out_dir", "base", "set", "seeds", "metrics", "reference", "variants")
-VARIANT_KEYS = ("name", "set")
+VARIANT_KEYS = ("name", "set", "base")
 RESERVED = ("seed", "name", "out_dir")  # set by compare for every run
 _NAME = re.compile(r"^[\w.+-]+$")
 
@@ -21,6 +21,7 @@ _NAME = re.compile(r"^[\w.+-]+$")
 class Variant:
     name: str
     set: list[str] = field(default_factory=list)
+    base: Path | None = None  # its own base recipe (a baseline with other views, say); None = the file's
 
 
 @dataclass
@@ -140,7 +141,8 @@ def load_spec(path, overrides=(), seeds=None, name: str | None = None) -> Compar
         if vname in seen:
             raise TaglessError(f"{where}.name: duplicate variant name {vname!r}")
         seen.append(vname)
-        variants.append(Variant(vname, _overrides(v.get("set"), f"{where}.set")))
+        own_base = _base_path(v["base"], path) if v.get("base") is not None else None
+        variants.append(Variant(vname, _overrides(v.get("set"), f"{where}.set"), own_base))
     reference = data.get("reference")
     if reference is not None and reference not in seen:
         raise TaglessError(f"{path}: reference: {reference!r} is not a variant (variants: {', '.join(seen)})")

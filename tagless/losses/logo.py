@@ -95,3 +95,19 @@ def simsiam_logo_loss(p_globals: Sequence[torch.Tensor], z_globals: Sequence[tor
     gg = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
     lg = torch.stack([negative_cosine(p, z) for p in p_locals for z in z_globals]).mean()
     return gg + lg, gg, lg
+
+
+def moco_all_pairs_loss(queries: Sequence[torch.Tensor], keys: Sequence[torch.Tensor], negatives: torch.Tensor,
+                        temperature: float = 0.2) -> torch.Tensor:
+    """The multi-crop baseline of [0] (supp. Sec. 2, Tables 2-4, "MoCo (4-crop)"): every crop is
+    a positive of every other, ``mean_{i != j} NCE(q_i, k_j)`` over the crops' queries and keys
+    (local crops are targets too, unlike Eq. 4), one bank of ``negatives``."""
+    terms = [info_nce(q, k, negatives, temperature) for i, q in enumerate(queries)
+             for j, k in enumerate(keys) if i != j]
+    return sum(terms) / len(terms)
+
+
+def simsiam_all_pairs_loss(predictions: Sequence[torch.Tensor], projections: Sequence[torch.Tensor]) -> torch.Tensor:
+    """"SimSiam (4-crop)" of [0] (supp. Tables 2-3): ``mean_{i != j} D(p_i, sg(z_j))`` over all crops."""
+    terms = [negative_cosine(p, z) for i, p in enumerate(predictions) for j, z in enumerate(projections) if i != j]
+    return torch.stack(terms).mean()

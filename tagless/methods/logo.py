@@ -5,6 +5,8 @@
 [1] Official code ztt1024/LoGo-SSL (MoCo-LoGo only): ``trainers.train_moco``, ``builder.py``.
 Every crop (2 global + n local, ``views.recipe: logo``) passes the encoder once, and MoCo's key
 encoder sees the globals only; [1] encodes the locals twice and keys all four crops (notes A.8).
+The queue gets one key per image (global crop 2's), as method moco; [1] enqueues both globals.
+``objective: all_pairs`` is the supplement's "4-crop" baseline on the same crops (no critic).
 The critic T([z_a, z_b]) (2 hidden layers of 256, BN, ReLU) learns the JSD objective on detached
 z with its own constant-lr SGD; L_ll calls it with detached parameters, so one backward fills
 both (docs/ARCHITECTURE.md). ``ll_mode: weighted`` adds lambda L_ll ([0] Eq. 9); ``clipped`` is
@@ -27,8 +29,24 @@ from torch.nn.utils import get_total_norm
 from tagless import distributed as dist
 from tagless.errors import TaglessError
 from tagless.losses.contrastive import contrastive_accuracy
-from tagless.losses.logo import critic_objective, derangement, local_local, moco_logo_loss, simsiam_logo_loss
-from tagless.methods.common import KeyQueue, MomentumEncoder, shuffle_across_ranks, unshuffle_across_ranks
+from tagless.losses.logo import (
+    critic_objective,
+    derangement,
+    local_local,
+    moco_all_pairs_loss,
+    moco_logo_loss,
+    simsiam_all_pairs_loss,
+    simsiam_logo_loss,
+)
+from tagless.methods.common import (
+    KeyQueue,
+    MomentumEncoder,
+    convert_split_batchnorm,
+    grouped,
+    resolve_bn_groups,
+    set_bn_groups,
+    shuffled,
+)
 from tagless.methods.config import MethodConfig
 from tagless.methods.contract import Batch, DataInfo, OptimizerSpec
 from tagless.models.heads import mlp
@@ -49,22 +67,26 @@ class LogoConfig(MethodConfig):
     momentum: float = 0.999  # moco key encoder EMA
     temperature: float = 0.2  # moco T (MoCo-v2; [1] uses 0.07)
     bn_mode: str = "default"  # default (moco: shuffle, simsiam: sync) | shuffle (moco) | sync | local
+    bn_groups: int = 0  # moco, shuffle on one process: BN groups emulating GPUs (0 = auto, as method moco)
     critic_hidden: int = 256  # width of the critic's 2 hidden layers
     critic_lr_per_256: float = 0.03  # constant lr of the critic's SGD (momentum 0.9, wd 1e-4)
     noise_std: float = 0.3  # noise on the critic's positives: N(0, (noise_std / sqrt(d))^2)
     ll_mode: str = "weighted"  # weighted (+ ll_weight L_ll, [0] Eq. 9) | clipped ([1]'s MoCo-LoGo step)
     ll_weight: float = 1e-4  # lambda ([0]: 1e-4 for SimSiam-LoGo)
     clip_ratio: float = 0.015  # clipped: |step along grad L_ll| <= clip_ratio x |grad main|
+    objective: str = "logo"  # logo (L_gg + L_lg + L_ll) | all_pairs: the supplement's "4-crop" baseline,
+    # every crop a positive of every other (local crops as targets too), no critic, no L_ll
 
     def validate(self) -> None:
         for key, valid in (("base", ("moco", "simsiam")), ("ll_mode", ("weighted", "clipped")),
+                           ("objective", ("logo", "all_pairs")),
                            ("bn_mode", ("default", "shuffle", "sync", "local") if self.base == "moco" else
                             ("default", "sync", "local"))):
             if getattr(self, key) not in valid:
                 raise TaglessError(f"method.{key}: expected one of {', '.join(valid)}, got {getattr(self, key)!r}")
         if (self.queue_size < 1 or not 0.0 <= self.momentum < 1.0 or min(self.temperature, self.critic_lr_per_256) <= 0
                 or min(self.proj_dim, self.critic_hidden, self.proj_layers) < 1
-                or min(self.noise_std, self.ll_weight, self.clip_ratio) < 0):
+                or min(self.noise_std, self.ll_weight, self.clip_ratio, self.bn_groups) < 0):
             raise TaglessError("method (logo): need queue_size and dims >= 1, 0 <= momentum < 1, temperature and "
                                "critic_lr_per_256 > 0, noise_std, ll_weight and clip_ratio >= 0")
 
@@ -87,34 +109,52 @@ class Logo(nn.Module):
                           mlp(backbone.out_dim, hidden, cfg.proj_dim, cfg.proj_layers, bn=True, last_bn=True))
         self.encoder = sync(nn.Sequential(self.backbone, self.projector))
         self.backbone, self.projector = self.encoder[0], self.encoder[1]
+        if self.bn == "shuffle":
+            convert_split_batchnorm(self.encoder)  # the key encoder below is a copy: split too
         if moco:
             self.encoder_k = MomentumEncoder(self.encoder, cfg.momentum)
             self.queue = KeyQueue(cfg.queue_size, cfg.proj_dim, seed=seed)
         else:
             self.predictor = sync(mlp(cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim, num_layers=2, bn=True))
-        self.critic = mlp(2 * cfg.proj_dim, cfg.critic_hidden, 1, num_layers=3, bn=True)
+        self.critic = (mlp(2 * cfg.proj_dim, cfg.critic_hidden, 1, num_layers=3, bn=True) if cfg.objective == "logo"
+                       else None)  # all_pairs: no local-local term, no critic
         self._keys = self._ll_grads = self._main_norm = None  # handed from step to the optimiser hooks
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         return self.step(batch)  # DDP calls forward
 
+    def _groups(self, batch: int) -> int:
+        return resolve_bn_groups(self.cfg.bn_groups, batch) if self.bn == "shuffle" else 1
+
+    def encode(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        """f(x) of crops of one size concatenated, in one pass; on one process with shuffle-BN
+        each BN group holds every crop of its share of the images (what one GPU would see)."""
+        groups = self._groups(crops[0].shape[0])
+        set_bn_groups(self.encoder, groups)
+        return grouped(self.encoder, torch.cat(crops), len(crops), groups)
+
     @torch.no_grad()
     def keys(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """k = f_k(x), L2-normalised; with shuffle-BN across ranks under DDP."""
-        if self.bn == "shuffle" and dist.world_size() > 1:
-            x, inverse = shuffle_across_ranks(x, generator)
-            return unshuffle_across_ranks(F.normalize(self.encoder_k(x), dim=1), inverse)
-        return F.normalize(self.encoder_k(x), dim=1)
+        """k = f_k(x), L2-normalised, through shuffle-BN (across ranks under DDP, across BN groups
+        on one process)."""
+        encode = lambda v: F.normalize(self.encoder_k(v), dim=1)
+        if self.bn != "shuffle":
+            return encode(x)
+        groups = self._groups(x.shape[0])
+        set_bn_groups(self.encoder_k, groups)
+        return shuffled(encode, x, generator, groups)
 
     def step(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         cfg, g, logs = self.cfg, batch.generator, {}
         views = self.views(batch.images, g)
         crops = {kind: [x for x, k in zip(views.crops, views.kinds) if k == kind] for kind in ("global", "local")}
         xg, n_local = torch.cat(crops["global"]), len(crops["local"])  # 2B x C x S x S globals, n_local locals
-        zg, zl = self.encoder(xg), self.encoder(torch.cat(crops["local"]))  # one pass per crop
+        zg, zl = self.encode(crops["global"]), self.encode(crops["local"])  # one pass per crop size
+        if cfg.objective == "all_pairs":
+            return self._all_pairs(crops, zg, zl, g)
         if cfg.base == "moco":
-            k = self.keys(xg, g)  # the key encoder sees the globals only; only their keys are enqueued
-            negatives, self._keys = self.queue.items.clone(), k
+            k = self.keys(xg, g)  # the key encoder sees the globals only
+            negatives, self._keys = self.queue.items.clone(), k.chunk(2)[1]  # one key per image, as moco
             main, l_gg, l_lg = moco_logo_loss(zg.chunk(2), zl.chunk(n_local), k.chunk(2), negatives, cfg.temperature)
             logs["contrastive_acc"] = contrastive_accuracy(zg.chunk(2)[0].detach(), k.chunk(2)[1], negatives)
         else:
@@ -129,6 +169,20 @@ class Logo(nn.Module):
         logs.update(loss=loss.detach(), L_gg=l_gg.detach(), L_lg=l_lg.detach(), L_ll=l_ll.detach(),
                     critic_loss=l_critic.detach(), critic_min=t.min(), critic_max=t.max())
         return loss, logs
+
+    def _all_pairs(self, crops: dict, zg: torch.Tensor, zl: torch.Tensor, g: torch.Generator):
+        """The multi-crop baseline on the same crops (``objective: all_pairs``)."""
+        n_global, n_local = len(crops["global"]), len(crops["local"])
+        if self.cfg.base == "moco":
+            keys = [*self.keys(torch.cat(crops["global"]), g).chunk(n_global),
+                    *self.keys(torch.cat(crops["local"]), g).chunk(n_local)]
+            negatives, self._keys = self.queue.items.clone(), keys[1]  # one key per image: global 2's
+            loss = moco_all_pairs_loss([*zg.chunk(n_global), *zl.chunk(n_local)], keys, negatives,
+                                       self.cfg.temperature)
+        else:
+            z = [*zg.chunk(n_global), *zl.chunk(n_local)]
+            loss = simsiam_all_pairs_loss([*self.predictor(zg).chunk(n_global), *self.predictor(zl).chunk(n_local)], z)
+        return loss, {"loss": loss.detach()}
 
     def local_terms(self, u: tuple[torch.Tensor, ...], g: torch.Generator):
         """(L_ll through a critic with detached parameters, the critic objective with noise and a
@@ -194,6 +248,8 @@ class Logo(nn.Module):
     def optimizers(self) -> list[OptimizerSpec]:
         """The critic's SGD at a constant lr ([1]: its schedule call is commented out); in clipped
         mode the 'logo' SGD over the encoder with the main optimiser's settings ([1]'s optimizer_logo)."""
+        if self.critic is None:
+            return []
         critic = {"name": "sgd", "schedule": "constant", "lr_per_256": self.cfg.critic_lr_per_256, "momentum": 0.9,
                   "weight_decay": 1e-4, "warmup_epochs": 0.0}
         logo = [OptimizerSpec("logo", [{"params": self._encoder_params()}])] if self.cfg.ll_mode == "clipped" else []

@@ -16,7 +16,14 @@ import torch.nn as nn
 from tagless import distributed as dist
 from tagless.errors import TaglessError
 from tagless.losses import contrastive_accuracy, info_nce
-from tagless.methods.common import KeyQueue, MomentumEncoder, shuffle_across_ranks, unshuffle_across_ranks
+from tagless.methods.common import (
+    KeyQueue,
+    MomentumEncoder,
+    convert_split_batchnorm,
+    resolve_bn_groups,
+    set_bn_groups,
+    shuffled,
+)
 from tagless.methods.config import MethodConfig
 from tagless.methods.contract import Batch, DataInfo
 from tagless.models.heads import mlp
@@ -32,14 +39,18 @@ class MocoConfig(MethodConfig):
     queue_size: int = 65536  # K
     momentum: float = 0.999  # m of the key encoder
     temperature: float = 0.2  # T (0.07 in MoCo-v1 and in LoGo's code)
-    symmetric: bool = False  # also use (view2 as query, view1 as key), as common on CIFAR
-    bn_mode: str = "shuffle"  # shuffle (across ranks) | sync (global-batch BN) | local
+    symmetric: bool = False  # also use (view2 as query, view1 as key), as common on CIFAR; the queue
+    # still gets one key per image (view 2's), as the paper's asymmetric MoCo-v2
+    bn_mode: str = "shuffle"  # shuffle (across ranks; across BN groups on one process) | sync (global BN) | local
+    bn_groups: int = 0  # shuffle on one process: BN statistics per group of the batch, as that many GPUs;
+    # 0 = auto (batch / 32, between 2 and 8)
 
     def validate(self) -> None:
         if self.bn_mode not in ("shuffle", "sync", "local"):
             raise TaglessError(f"method.bn_mode: expected shuffle, sync or local, got {self.bn_mode!r}")
-        if self.queue_size < 1 or not 0.0 <= self.momentum < 1.0 or self.temperature <= 0:
-            raise TaglessError("method (moco): need queue_size >= 1, 0 <= momentum < 1, temperature > 0")
+        if self.queue_size < 1 or not 0.0 <= self.momentum < 1.0 or self.temperature <= 0 or self.bn_groups < 0:
+            raise TaglessError("method (moco): need queue_size >= 1, 0 <= momentum < 1, temperature > 0, "
+                               "bn_groups >= 0")
 
 
 class MoCo(nn.Module):
@@ -58,6 +69,8 @@ class MoCo(nn.Module):
         if cfg.bn_mode == "sync":
             self.encoder_q = dist.convert_sync_batchnorm(self.encoder_q)
             self.backbone, self.projector = self.encoder_q[0], self.encoder_q[1]
+        elif cfg.bn_mode == "shuffle":
+            convert_split_batchnorm(self.encoder_q)  # the key encoder below is a copy: split too
         self.encoder_k = MomentumEncoder(self.encoder_q, cfg.momentum)
         self.queue = KeyQueue(cfg.queue_size, cfg.proj_dim, seed=seed)
         self._keys: torch.Tensor | None = None
@@ -65,30 +78,46 @@ class MoCo(nn.Module):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         return self.step(batch)
 
+    def bn_groups(self, batch: int) -> int:
+        """Split-BN groups of this process for a local batch (1 unless bn_mode is shuffle)."""
+        return resolve_bn_groups(self.cfg.bn_groups, batch) if self.cfg.bn_mode == "shuffle" else 1
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """q = f_q(x), BN statistics per group of the batch on one process (shuffle mode)."""
+        set_bn_groups(self.encoder_q, self.bn_groups(x.shape[0]))
+        return self.encoder_q(x)
+
     @torch.no_grad()
     def keys(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """k = f_k(x), L2-normalised; with shuffle-BN across ranks under DDP."""
-        if self.cfg.bn_mode == "shuffle" and dist.world_size() > 1:
-            x, inverse = shuffle_across_ranks(x, generator)
-            return unshuffle_across_ranks(nn.functional.normalize(self.encoder_k(x), dim=1), inverse)
-        return nn.functional.normalize(self.encoder_k(x), dim=1)
+        """k = f_k(x), L2-normalised, through shuffle-BN (across ranks under DDP, across BN groups
+        on one process)."""
+        encode = lambda v: nn.functional.normalize(self.encoder_k(v), dim=1)
+        if self.cfg.bn_mode != "shuffle":
+            return encode(x)
+        groups = self.bn_groups(x.shape[0])
+        set_bn_groups(self.encoder_k, groups)
+        return shuffled(encode, x, generator, groups)
 
     def step(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         views = self.views(batch.images, batch.generator)
         x1, x2 = views.crops[0], views.crops[1]
         negatives = self.queue.items.clone()
-        q1 = self.encoder_q(x1)
+        q1 = self.query(x1)
         k2 = self.keys(x2, batch.generator)
         loss = info_nce(q1, k2, negatives, self.cfg.temperature)
         acc = contrastive_accuracy(q1.detach(), k2, negatives)
-        keys = [k2]
         if self.cfg.symmetric:
-            q2 = self.encoder_q(x2)
+            q2 = self.query(x2)
             k1 = self.keys(x1, batch.generator)
             loss = 0.5 * (loss + info_nce(q2, k1, negatives, self.cfg.temperature))
-            keys = [k1, k2]
-        self._keys = torch.cat(keys)
+        self._keys = k2  # one key per image
         return loss, {"loss": loss.detach(), "contrastive_acc": acc}
+
+    def epoch_logs(self) -> dict:
+        """The norm of the mean of the filled queue entries: near 1 when every key points the same
+        way (a collapse), near 0 for keys spread over the sphere."""
+        filled = int(self.queue.filled)
+        return {"queue_mean_norm": float(self.queue.items[:filled].mean(0).norm())} if filled else {}
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -91,6 +91,8 @@ class SwAV(nn.Module):
         self._queue_count = 0  # host copy of queue_count: deciding to use the queue needs no device sync
         self.register_load_state_dict_post_hook(_restore_queue_count)
         self._step = 0  # the current batch's step, for the prototype freeze
+        # prototype usage this epoch: how often each prototype is the argmax of a code / a prediction
+        self._usage = torch.zeros(2, cfg.num_prototypes)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         return self.step(batch)
@@ -149,7 +151,28 @@ class SwAV(nn.Module):
         codes = self.assign([s.detach() for s in scores], list(z.detach().split(b)), batch.epoch)
         loss = swav_loss(scores, codes, list(self.cfg.crops_for_assign), self.cfg.temperature)
         code_max = torch.stack([q.max(dim=1).values.mean() for q in codes]).mean()  # 1/K: uniform, 1: hard
+        self._count_usage(codes[0], scores[self.cfg.crops_for_assign[0]].detach())
         return loss, {"loss": loss.detach(), "code_max": code_max}
+
+    @torch.no_grad()
+    def _count_usage(self, codes: torch.Tensor, scores: torch.Tensor) -> None:
+        """Add this batch's argmax prototypes of the first assigned crop's codes and scores (no sync)."""
+        k = self.cfg.num_prototypes
+        counts = torch.stack([torch.bincount(codes.argmax(1), minlength=k),
+                              torch.bincount(scores.argmax(1), minlength=k)])
+        self._usage = self._usage.to(counts.device) + counts
+
+    def epoch_logs(self) -> dict:
+        """Prototype usage over the epoch, of the codes (Sinkhorn's assignments) and of the
+        predictions (argmax of the scores): prototypes used at least once, and the largest share
+        of the images one prototype takes. A collapse shows as few prototypes and a share near 1."""
+        usage, self._usage = self._usage, torch.zeros_like(self._usage)
+        total = float(usage[0].sum())
+        if total == 0:
+            return {}
+        used, share = (usage > 0).sum(1).tolist(), (usage.amax(1) / total).tolist()
+        return {"codes_prototypes_used": used[0], "codes_largest_share": share[0],
+                "pred_prototypes_used": used[1], "pred_largest_share": share[1]}
 
     def before_optimizer_step(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         """No prototype update in the first ``freeze_prototypes_iters`` steps ([0] App. A)."""
