@@ -14,6 +14,9 @@ last column says whether a method's mAP@class differs from MoCo-v2's by more tha
     python benchmarks/ssl_scenes_table.py                          # 3 seeds, every method
     python benchmarks/ssl_scenes_table.py --set data.scene_count=1000 --epochs 20
     python benchmarks/ssl_scenes_table.py --only moco mls           # a subset
+    OMP_NUM_THREADS=1 python benchmarks/ssl_scenes_table.py --seeds 0 --json a.json &   # runs split over
+    OMP_NUM_THREADS=1 python benchmarks/ssl_scenes_table.py --seeds 1 --json b.json &   # processes (one core
+    python benchmarks/ssl_scenes_table.py --merge a.json b.json                         # each), then one table
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from tagless.tables import format_table
 # key -> (row label, recipe, extra overrides). "train.epochs=2x" doubles the run's epochs.
 METHOD_RUNS = {
     "moco": ("MoCo-v2", "moco_scenes", []),
+    "moco_local": ("MoCo-v2 without shuffle-BN", "moco_scenes", ["method.bn_mode=local"]),
     "mls": ("MLS (BCE, Eq. 9)", "mls_scenes", []),
     "mls_key": ("MLS, mining with the key's g2", "mls_scenes", ["method.mine_view=key"]),
     "mls_knn": ("MLS, kNN-softmax (Eq. 14)", "mls_scenes", ["method.loss=knn_softmax"]),
@@ -189,7 +193,19 @@ def main() -> None:
     p.add_argument("--only", nargs="+", default=list(METHOD_RUNS), choices=list(METHOD_RUNS))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--json", default="", help="per-seed numbers: written after every row, and read back to resume")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="print the table of these --json files (runs split over processes) and exit")
     args = p.parse_args()
+    if args.merge:
+        merged: dict[str, dict] = {}
+        for f in args.merge:
+            for seed, rows in json.loads(Path(f).read_text()).items():
+                merged.setdefault(seed, {}).update(rows)
+        args.seeds = sorted(int(s) for s in merged)
+        per_seed = [merged[str(s)] for s in args.seeds]
+        print(format_table(summarise(per_seed), title=f"seeds {args.seeds} (merged from {len(args.merge)} files)"))
+        print(format_table(claims(per_seed), title="the papers' claims on scenes mAP@class"))
+        return
     path = Path(args.json) if args.json else None
     saved = json.loads(path.read_text()) if path is not None and path.is_file() else {}
     per_seed = [saved.get(str(s), {}) for s in args.seeds]

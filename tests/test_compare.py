@@ -226,10 +226,13 @@ def test_bundled_comparisons_load_and_plan():
     from tagless.compare import COMPARE_DIR
 
     names = sorted(p.stem for p in COMPARE_DIR.glob("*.yaml"))
-    assert {"full_labels_scenes", "single_positive_scenes", "partial40_scenes"} <= set(names)
+    assert {"full_labels_scenes", "single_positive_scenes", "partial40_scenes", "moco_logo_scenes",
+            "simsiam_logo_scenes"} <= set(names)
     for name in names:
         spec = load_spec(name)
-        assert len(spec.variants) >= 8 and spec.seeds == [0, 1, 2]
+        assert len(spec.variants) >= 6 and spec.seeds == [0, 1, 2]
+        if name.endswith("logo_scenes"):  # the paper's ablation rows, each from its own base where it differs
+            assert {v.name for v in spec.variants} >= {"logo", "logo_no_ll"} and spec.variants[0].base is not None
 
 
 # ---- failed runs and the command line --------------------------------------------------
