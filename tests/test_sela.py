@@ -110,10 +110,11 @@ def test_kmeans_and_random_labellers():
 
 
 def test_zipf_prior_shapes_the_cluster_sizes():
-    """With lambda 25 the hard labels follow the zipf marginals (a small lambda makes the plan
-    so soft that its argmax no longer does)."""
+    """With lambda 25 the hard labels follow the zipf marginals (a small lambda, or the
+    near-zero logits of heads initialised at N(0, 0.01), makes the plan so soft that its argmax
+    no longer does: PyTorch's head init here)."""
     method, data = tiny_sela(n=300, heads=(5,), prior="zipf", prior_param=1.0, lam=25.0, sinkhorn_tol=1e-9,
-                             sinkhorn_max_iters=20000)
+                             sinkhorn_max_iters=20000, init_std=0.0)
     method.on_epoch_start(0, _pass(method, data))
     sizes = np.sort(np.bincount(method.labels[0].numpy(), minlength=5))[::-1]
     zipf = 300 * (1 / np.arange(1, 6)) / (1 / np.arange(1, 6)).sum()  # 131, 66, 44, 33, 26
@@ -174,11 +175,18 @@ def test_training_labels_command_and_transfer(tmp_path, capsys):
     truth = trainer.train_set.targets
     assert out["heads"][0]["nmi"] == pytest.approx(100 * normalized_mutual_info_score(truth, head0), abs=1e-6)
     assert evals[-1]["pseudo_nmi"] == pytest.approx(out["heads"][0]["nmi"], abs=1e-6)
+    # label_updates=-1 is the field's default (sela_digits sets 60): with labels_csv, "auto" means no re-labelling
     transfer = sela_config(tmp_path, "transfer", "train.epochs=2", f"method.labels_csv={csv_path}",
-                           "method.label_updates=0")
+                           "method.label_updates=-1")
     t2 = Trainer(transfer, progress=False)
     t2.run()
-    assert torch.equal(t2.method.labels, trainer.method.labels)
+    assert t2.method.cfg.updates() == 0 and torch.equal(t2.method.labels, trainer.method.labels)
+    # an explicit M (TINY's 3 over 2 epochs: epoch 0 only) drops the update at epoch 0 on the untrained network
+    keep = Trainer(sela_config(tmp_path, "transfer3", "train.epochs=2", f"method.labels_csv={csv_path}"),
+                   progress=False)
+    keep.run()
+    assert keep.method.cfg.updates() == 3 and torch.equal(keep.method.labels, trainer.method.labels)
+    assert "label_update_epoch" not in records(keep.run_dir, "eval")[0]
 
 
 def test_labels_command_refuses_runs_without_labels(tmp_path):
@@ -218,3 +226,104 @@ def test_relabelling_two_processes_equal_one(tmp_path):
         got = torch.load(tmp_path / f"r{rank}.pt", weights_only=True)
         assert torch.equal(got["labels"], method.labels)
         assert torch.allclose(got["confidence"], method.confidence, atol=1e-6)
+
+
+def test_label_updates_default_is_auto():
+    assert SelaConfig().label_updates == -1 and SelaConfig().updates() == 100
+    assert SelaConfig(labels_csv="x.csv").updates() == 0
+    assert SelaConfig(labels_csv="x.csv", label_updates=5).updates() == 5
+    SelaConfig(label_pass="train").validate()
+    with pytest.raises(TaglessError, match="label_pass"):
+        SelaConfig(label_pass="official").validate()
+    with pytest.raises(TaglessError, match="hidden_dropout"):
+        SelaConfig(hidden_dropout=1.0).validate()
+
+
+def test_an_unconverged_solve_is_logged_and_warned_about_once():
+    method, data = tiny_sela(n=60, heads=(5, 3), sinkhorn_tol=1e-12, sinkhorn_max_iters=2, label_updates=10)
+    with pytest.warns(UserWarning, match="sinkhorn_max_iters=2") as caught:
+        method.on_epoch_start(0, _pass(method, data))
+        logs = method.epoch_logs()
+        method.on_epoch_start(1, _pass(method, data, 1))
+    assert sum("Sinkhorn stopped" in str(w.message) for w in caught) == 1
+    assert logs["sinkhorn_converged_0"] == 0.0 and logs["sinkhorn_converged_1"] == 0.0
+    assert method.epoch_logs()["sinkhorn_iters_0"] == 2
+    ok, data = tiny_sela(n=60, heads=(5,), sinkhorn_tol=1e-6, sinkhorn_max_iters=10000)
+    ok.on_epoch_start(0, _pass(ok, data))
+    assert ok.epoch_logs()["sinkhorn_converged_0"] == 1.0
+
+
+@pytest.mark.parametrize("label_pass, views", [("eval", 1), ("augmented", 2), ("train", 1)])
+def test_label_logits_are_fp32_under_bf16_autocast(label_pass, views):
+    """The engine runs the epoch pass (and may run the hook) under a bf16 autocast: the heads'
+    logits that Sinkhorn raises to the power lambda are computed in fp32 all the same."""
+    method, data = tiny_sela(n=40, heads=(4, 3), label_pass=label_pass, label_views=views, label_batch_size=16)
+    seen = []
+    for head in method.heads.heads:
+        head.register_forward_hook(lambda m, i, out: seen.append((out.dtype, torch.is_autocast_enabled("cpu"))))
+    ctx = EpochPass(0, data, torch.device("cpu"), SETTINGS, seed=0, amp=True, epochs=10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        method.on_epoch_start(0, ctx)
+    assert seen and all(dtype == torch.float32 and not autocast for dtype, autocast in seen)
+
+
+def test_train_label_pass_is_the_official_one():
+    """label_pass=train: one training view per image, the network in train mode (BN batch
+    statistics, updating the running averages), images read in a shuffled order in batches of
+    label_batch_size, rows returned in index order; the mode is restored."""
+    from tagless.augment.recipes import Views
+
+    method, data = tiny_sela(n=50, heads=(4,), label_pass="train", label_batch_size=16)
+    reads, modes = [], []
+    read = data.read
+    data.read = lambda idx: reads.append(np.asarray(idx).copy()) or read(idx)
+    method.backbone.register_forward_hook(lambda m, i, o: modes.append(m.training))
+    running = method.backbone.bn1.running_mean.clone()
+    method.eval()
+    method.on_epoch_start(0, _pass(method, data))
+    assert not method.training and modes and all(modes)
+    assert not torch.equal(running, method.backbone.bn1.running_mean)
+    assert sorted(np.concatenate(reads).tolist()) == list(range(50)) and max(map(len, reads)) <= 17
+    assert any((np.diff(r) != 1).any() for r in reads)  # shuffled, not contiguous blocks of the dataset
+    # rows come back in index order: a fixed view and a per-image trunk give the eval pass's features
+    method.views = lambda images, g: Views([images.float()], ["global"], [None], [None])
+    method.trunk = lambda x: x.flatten(1)[:, :5]
+    feats = method._features(_pass(method, data), "train")
+    assert torch.equal(feats, data.read(np.arange(50)).float().flatten(1)[:, :5])
+
+
+def test_alexnet_hidden_layers_dropout_and_official_init():
+    """hidden_layers=2 is the official fc6-fc7: Dropout, Linear, ReLU, Dropout, Linear, ReLU;
+    dropout is on in train mode only; Linear weights ~ N(0, 0.01) with zero bias (init_std)."""
+    images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    data = DataInfo.from_arrays(images, np.arange(20) % 4, list("abcd"), "single")
+    backbone = build_backbone("resnet18", stem="cifar", width=0.25)
+    views = build_views(two_views(global_size=8, flip_p=0.0))
+    method = SeLa(backbone, views, SelaConfig(head_clusters=[50, 30], hidden_layers=2, hidden_dim=256), data)
+    kinds = [type(m).__name__ for m in method.hidden]
+    assert kinds == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU"]
+    assert all(m.p == 0.5 for m in method.hidden if isinstance(m, torch.nn.Dropout))
+    x = torch.randn(4, backbone.out_dim)
+    method.train()
+    assert not torch.equal(method.hidden(x), method.hidden(x))
+    method.eval()
+    assert torch.equal(method.hidden(x), method.hidden(x))
+    linears = [m for m in method.hidden if isinstance(m, torch.nn.Linear)] + list(method.heads.heads)
+    for layer in linears:
+        assert abs(float(layer.weight.detach().std()) - 0.01) < 0.001 and not layer.bias.any()
+    plain = SeLa(backbone, views, SelaConfig(head_clusters=[50], hidden_layers=2, hidden_dim=256, hidden_dropout=0.0,
+                                             init_std=0.0), data)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.hidden.modules())
+    assert abs(float(plain.heads.heads[0].weight.detach().std()) - 0.01) > 0.01  # PyTorch's default init
+
+
+def test_paper_recipes_use_the_official_label_pass():
+    """The recipes that claim the paper's / official settings label with the train-mode pass at
+    their training batch; sela_digits keeps its tuned augmented-view labels."""
+    for name in ("sela_imagenet_alexnet", "sela_imagenet_resnet50", "sela_cifar10", "sela_cifar100", "sela_svhn"):
+        cfg = load_config(name, [])
+        assert cfg.method.label_pass == "train" and cfg.method.label_views == 1, name
+        assert cfg.method.label_batch_size == cfg.train.batch_size, name
+        assert cfg.method.hidden_dropout == 0.5 and cfg.method.init_std == 0.01, name
+    digits = load_config("sela_digits", []).method
+    assert (digits.label_pass, digits.label_views) == ("augmented", 4)
