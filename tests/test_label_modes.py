@@ -223,3 +223,28 @@ def test_split_dataset():
     np.testing.assert_array_equal(val.targets, t[s.val_index])
     with pytest.raises(TaglessError, match="40 images"):
         split_dataset(ds.subset(np.arange(30)), s)
+
+
+def test_clean_targets_are_the_training_rows_full_labels(tmp_path):
+    """engine.label_setup.clean_targets: the labels the label mode hid, row for row with the
+    observed labels the method trains on (also after --resume reloads the split); None
+    without a split."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from tagless.engine.label_setup import clean_targets, prepare_labels
+
+    t = random_targets(n=40, c=3)
+    ds = ImageDataset(images=np.zeros((40, 1, 1, 3), np.uint8), targets=t, classes=list("xyz"), label_kind="multi")
+    labels = LabelsConfig(mode="single_positive", val_fraction=0.25)
+    cfg = SimpleNamespace(labels=labels, data=SimpleNamespace(source="test"))
+    for resume in (False, True):
+        train, _, split = prepare_labels(cfg, ds, tmp_path, resume=resume)
+        clean = clean_targets(split)
+        assert clean.dtype == torch.int8 and clean.shape == (30, 3)
+        np.testing.assert_array_equal(clean.numpy(), t[split.train_index])
+        assert ((train.targets == 1) <= (clean.numpy() == 1)).all()  # the observed positives are true ones
+        assert ((train.targets == -1) & (clean.numpy() == 1)).any()  # and some positives were hidden
+    plain = SimpleNamespace(labels=LabelsConfig(), data=SimpleNamespace(source="test"))
+    assert prepare_labels(plain, ds, tmp_path / "other", resume=False)[2] is None and clean_targets(None) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tagless import distributed as dist
 from tagless.data.label_modes import LabelSplit, load_label_split, resolve_label_split, save_label_split, split_dataset
@@ -41,6 +42,15 @@ def prepare_labels(cfg, train_set, run_dir: Path, resume: bool):
         print(f"note: labels.keep_fraction={split.keep_fraction} keeps {kept} positives for {images} images: one per "
               f"image, the same as labels.mode=single_positive on this data", flush=True)
     return train, val, split
+
+
+def clean_targets(split: LabelSplit | None, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """``DataInfo.clean_targets``: the clean labels of the training rows (int8 N x C on
+    ``device``, in the rows of the observed labels) when the run has a label split, else None.
+    For a method's diagnostics (EN's selection against the hidden positives), never for training."""
+    if split is None:
+        return None
+    return torch.as_tensor(np.ascontiguousarray(split.full, dtype=np.int8), device=device)
 
 
 def expected_positives(train_set, val_set, split: LabelSplit | None) -> float | None:

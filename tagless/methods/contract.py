@@ -57,7 +57,9 @@ class DataInfo:
     ``targets`` holds every stored label (as ``Batch.target``, on the device); ``paths`` the
     image files, when the source has files; ``expected_positives`` the mean number of positives
     per image of the clean labels (the validation carve-out's, else the training split's;
-    paper 003's K), for multi-label data.
+    paper 003's K), for multi-label data. ``clean_targets``: the training images' labels before
+    the run's label mode hid some (int8 N x C on the device, rows as ``targets``; None when
+    nothing was hidden), for diagnostics only: a method never trains on them.
     """
 
     num_images: int
@@ -68,6 +70,7 @@ class DataInfo:
     targets: torch.Tensor
     paths: list[str] | None = None
     expected_positives: float | None = None
+    clean_targets: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
