@@ -188,6 +188,41 @@ def test_first_visit_writes_the_sample(first_visit):
         assert torch.equal(store.visited[INDEX[b]], torch.from_numpy(inside))
 
 
+def test_bias_correction_per_pixel_and_restart():
+    """bias_correction: each pixel holds Eq. 4 from 0 over 1 - m^v, v its own visits: a pixel in
+    both crops (m(1-m) x1 + (1-m) x2) / (1 - m^2), in one crop that crop's sample. restart()
+    forgets the visits, keeps the values; a checkpoint without counts reads visited as 1."""
+    m = 0.7
+    store = HeatmapStore(1, 2, S, SRC, dtype="float16", momentum=m, bias_correction=True)
+    boxes = [torch.tensor([[0.0, 0.0, 30.0, 30.0]]), torch.tensor([[18.0, 12.0, 48.0, 48.0]])]
+    probs = [torch.rand(1, 2, 5, 5, generator=gen(s)) for s in (1, 2)]
+    samples, insides = [], []
+    for box, p in zip(boxes, probs):
+        store.update(torch.tensor([0]), box, torch.tensor([False]), p, gen())
+        x, inside = ref_update(np.zeros((2, S, S)), p[0].double().numpy(), box[0].tolist(), False, 0.0)
+        samples.append(x)
+        insides.append(inside)
+    a, b = insides
+    want = np.zeros((2, S, S))
+    want[:, a & ~b] = samples[0][:, a & ~b]
+    want[:, b & ~a] = samples[1][:, b & ~a]
+    both = a & b
+    assert both.any() and (a & ~b).any() and (b & ~a).any()
+    want[:, both] = (m * (1 - m) * samples[0][:, both] + (1 - m) * samples[1][:, both]) / (1 - m ** 2)
+    np.testing.assert_allclose(as_float(store)[0], want, atol=2e-3)
+    assert np.array_equal(store.visits[0].numpy(), a.astype(int) + b.astype(int))
+    old = {k: v for k, v in store.state_dict().items() if k != "visits"}
+    fresh = HeatmapStore(1, 2, S, SRC, dtype="float16", momentum=m, bias_correction=True)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.visits, store.visited.to(torch.int16))
+    before = store.maps.clone()
+    store.restart()
+    assert not store.visited.any() and not store.visits.any() and torch.equal(store.maps, before)
+    store.update(torch.tensor([0]), boxes[1], torch.tensor([False]), probs[0], gen())
+    x, _ = ref_update(np.zeros((2, S, S)), probs[0][0].double().numpy(), boxes[1][0].tolist(), False, 0.0)
+    np.testing.assert_allclose(as_float(store)[0][:, b], x[:, b], atol=2e-3)  # written afresh
+
+
 def test_stochastic_rounding_moves_a_uint8_store_on_average(monkeypatch):
     """(1 - m) * delta = 0.04 / 255 < 1 / 510: round-to-nearest never moves; the stochastic
     rounding follows the float EMA on average."""

@@ -681,6 +681,7 @@ def test_loss_config_loads_the_named_dataclass():
     {"name": "en_scl", "ema_momentum": 1.0},
     {"name": "role", "label_lr_scale": -1.0},
     {"name": "epr", "expected_positives": -2.0},
+    {"name": "en", "ema_start": "later"},
 ])
 def test_loss_config_rejects_bad_values(bad):
     with pytest.raises(TaglessError) as err:

@@ -29,8 +29,9 @@ def config(tmp_path, name, *extra):
     return load_config("multilabel_scenes", [f"out_dir={tmp_path}", f"name={name}", *TINY, *extra])
 
 
-def tiny_method(loss_overrides=(), n=12, c=5, size=16, seed=0):
-    """A method on in-memory multi-label data (single positives) without the engine."""
+def tiny_method(loss_overrides=(), n=12, c=5, size=16, seed=0, clean=None):
+    """A method on in-memory multi-label data (single positives) without the engine;
+    ``clean``: the clean labels (N x C) the single positives were drawn from, if any."""
     cfg = load_config("multilabel_scenes", [*TINY, f"data.image_size={size}", *loss_overrides])
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
@@ -38,6 +39,8 @@ def tiny_method(loss_overrides=(), n=12, c=5, size=16, seed=0):
     targets[np.arange(n), rng.integers(0, c, n)] = 1
     data = DataInfo.from_arrays(images, targets, [str(i) for i in range(c)], "single_positive")
     data.expected_positives = 2.0
+    if clean is not None:
+        data.clean_targets = torch.as_tensor(np.where(targets == 1, 1, clean), dtype=torch.int8)
     from tagless.augment import build_views
 
     torch.manual_seed(seed)
@@ -87,7 +90,7 @@ def test_ema_scores_and_expected_negatives_follow_paper_003():
     """EMA (Eq. 4): first visit writes sigma(z), later visits m * s + (1 - m) * sigma(z); after the
     warm-up, EN's negatives leave out the round(K - 1) = 1 highest unknown EMA scores per image."""
     method, data = tiny_method(["loss.name=en", "loss.warmup_epochs=1", "loss.selection=image",
-                                "loss.ema_momentum=0.8"])
+                                "loss.ema_momentum=0.8", "loss.ema_start=first_visit"])
     method.eval()  # BN in eval mode: the two steps see the same logits for the same views
     b = lambda: batch_of(data, [0, 1, 2])  # a fresh generator each time: the same views
     with torch.no_grad():
@@ -109,6 +112,125 @@ def test_ema_scores_and_expected_negatives_follow_paper_003():
         unknown = np.flatnonzero(targets[i] < 0)
         top = unknown[np.argmax(scores[i].numpy()[unknown])]
         assert set(np.flatnonzero(method.negatives[i].numpy())) == set(unknown) - {top}
+
+
+def _feed(method, data, index, logits, epoch):
+    """One step of ``method`` on images ``index`` whose logits are ``logits`` (zero CAMs)."""
+    method.logits_and_cams = lambda x, detach_features=False: (logits.clone().requires_grad_(),
+                                                              torch.zeros(*logits.shape, 2, 2))
+    return method.step(batch_of(data, index, epoch=epoch))
+
+
+def _three_visits(c=5, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(3, c, generator=g) * 2 for _ in range(4)]
+
+
+def test_ema_restart_forgets_the_warm_up():
+    """ema_start=restart: the warm-up's EMA selects the first negatives, then the first visit
+    after the warm-up writes the current prediction (the epoch-0 one has no weight left)."""
+    method, data = tiny_method(["loss.name=en", "loss.warmup_epochs=2", "loss.ema_momentum=0.8",
+                                "loss.ema_start=restart", "loss.selection=image"])
+    l0, l1, l2, l3 = _three_visits()
+    s = torch.sigmoid
+    _feed(method, data, [0, 1, 2], l0, epoch=0)
+    torch.testing.assert_close(method.ema_scores[:3], s(l0))
+    _feed(method, data, [0, 1, 2], l1, epoch=1)
+    warm = 0.8 * s(l0) + 0.2 * s(l1)
+    torch.testing.assert_close(method.ema_scores[:3], warm)
+    method.on_epoch_start(2, None)  # the end of the warm-up: select from the warm-up's EMA, then restart
+    targets = data.targets.numpy()
+    for i in range(3):
+        unknown = np.flatnonzero(targets[i] < 0)
+        top = unknown[np.argmax(warm[i].numpy()[unknown])]
+        assert set(np.flatnonzero(method.negatives[i].numpy())) == set(unknown) - {top}
+    assert not method.seen.any() and bool(method.ema_restarted)
+    _feed(method, data, [0, 1, 2], l2, epoch=2)
+    torch.testing.assert_close(method.ema_scores[:3], s(l2))  # no weight on l0 (nor l1)
+    _feed(method, data, [0, 1, 2], l3, epoch=2)
+    torch.testing.assert_close(method.ema_scores[:3], 0.8 * s(l2) + 0.2 * s(l3))
+    method.on_epoch_start(3, None)  # once only
+    assert method.seen[:3].all()
+
+
+def test_ema_bias_correction_is_eq_4_from_zero_over_one_minus_m_to_the_v():
+    """The default start: s_v = sum_i (1 - m) m^(v - i) p_i / (1 - m^v), so after 3 visits the
+    first prediction weighs 0.2 x 0.64 / 0.488 = 0.26 (first_visit: 0.64); checkpoints carry
+    the visit counts, and an older checkpoint's ``seen`` reads as one visit."""
+    method, data = tiny_method(["loss.name=en_cl", "loss.warmup_epochs=0", "loss.ema_momentum=0.8"])
+    assert method.loss_cfg.ema_start == "bias_correction"
+    m, s = 0.8, torch.sigmoid
+    visits = _three_visits()[:3]
+    for v, logits in enumerate(visits, start=1):
+        _feed(method, data, [0, 1, 2], logits, epoch=v)
+        want = sum((1 - m) * m ** (v - i) * s(visits[i - 1]) for i in range(1, v + 1)) / (1 - m ** v)
+        torch.testing.assert_close(method.ema_scores[:3], want)
+    assert method.ema_visits.tolist() == [3, 3, 3] + [0] * 9
+    other, _ = tiny_method(["loss.name=en_cl", "loss.warmup_epochs=0", "loss.ema_momentum=0.8"])
+    other.load_state_dict(method.state_dict())
+    assert torch.equal(other.ema_visits, method.ema_visits) and torch.equal(other.ema_scores, method.ema_scores)
+    old = {k: v for k, v in method.state_dict().items() if k != "ema_visits"}
+    other.load_state_dict(old)
+    assert other.ema_visits.tolist() == [1, 1, 1] + [0] * 9
+
+
+def test_ema_restart_resets_the_heatmaps_too():
+    method, data = tiny_method(["loss.name=en_scl", "loss.warmup_epochs=1", "loss.ema_start=restart",
+                                "loss.heatmap_dtype=float16"])
+    method.step(batch_of(data, [0, 1, 2], epoch=0))
+    assert method.heatmaps.visited[:3].any() and not hasattr(method.heatmaps, "visits")
+    before = method.heatmaps.maps.clone()
+    method.on_epoch_start(1, None)
+    assert not method.heatmaps.visited.any() and torch.equal(method.heatmaps.maps, before)
+    default, _ = tiny_method(["loss.name=en_scl"])
+    assert default.heatmaps.bias_correction and default.heatmaps.visits.dtype == torch.int16
+
+
+def test_en_diagnostics_against_counts():
+    """en_negative_precision, en_hidden_positive_recall (percent) from the clean labels, and
+    ema_gap = mean |sigmoid(z) - s| over the visits that had an EMA target."""
+    n, c = 12, 5
+    rng = np.random.default_rng(3)
+    clean = (rng.random((n, c)) < 0.4).astype(np.int8)
+    clean[0, :] = -1  # an image whose clean labels are unknown too: judged nowhere
+    method, data = tiny_method(["loss.name=en", "loss.warmup_epochs=1", "loss.selection=image"], n=n, c=c,
+                               clean=clean)
+    l0, l1 = _three_visits(c)[:2]
+    _feed(method, data, [0, 1, 2], l0, epoch=0)  # first visits: no target yet
+    _feed(method, data, [0, 1, 2], l1, epoch=0)
+    logs = method.epoch_logs()
+    gap = sum(abs(float(torch.sigmoid(l1[i, j])) - float(torch.sigmoid(l0[i, j]))) for i in range(3)
+              for j in range(c)) / (3 * c)
+    assert float(logs["ema_gap"]) == pytest.approx(gap, rel=1e-5)
+    assert "en_negative_precision" not in logs  # no selection during the warm-up
+    assert "ema_gap" not in method.epoch_logs()  # the epoch's sums start afresh
+    target = method.ema_scores[:3].clone()
+    _feed(method, data, [0, 1, 2], l0, epoch=0)
+    gap = (torch.sigmoid(l0) - target).abs().mean().item()  # this visit only
+    assert float(method.epoch_logs()["ema_gap"]) == pytest.approx(gap, rel=1e-5)
+    method.ema_scores.copy_(torch.rand(n, c, generator=torch.Generator().manual_seed(5)))
+    method.on_epoch_start(1, None)
+    logs = method.epoch_logs()
+    obs, neg, truth = data.targets.numpy(), method.negatives.numpy(), data.clean_targets.numpy()
+    judged = right = hidden = left_out = 0
+    for i in range(n):
+        for j in range(c):
+            if obs[i, j] >= 0:
+                continue
+            if neg[i, j] and truth[i, j] >= 0:
+                judged += 1
+                right += truth[i, j] == 0
+            if truth[i, j] == 1:
+                hidden += 1
+                left_out += not neg[i, j]
+    assert judged and hidden and 0 < right < judged and 0 < left_out < hidden
+    assert float(logs["en_negative_precision"]) == pytest.approx(100 * right / judged, rel=1e-5)
+    assert float(logs["en_hidden_positive_recall"]) == pytest.approx(100 * left_out / hidden, rel=1e-5)
+    unknown = (obs < 0).sum()
+    assert float(logs["expected_negative_share"]) == pytest.approx(100 * (neg & (obs < 0)).sum() / unknown)
+    plain, _ = tiny_method(["loss.name=en", "loss.warmup_epochs=0"])  # no clean labels: no diagnostics
+    plain.on_epoch_start(0, None)
+    assert set(plain.epoch_logs()) == {"expected_negative_share"}
 
 
 def test_scl_target_is_the_store_sampled_through_the_crop(monkeypatch):
@@ -295,3 +417,4 @@ def test_report_reads_the_checkpoint_once_and_builds_each_split_once(tmp_path, m
     page = Path(report_run(run, device="cpu")["report"]).read_text()
     assert "Classifier on the test split" in page and "Training labels" in page
     assert len(reads) == 1 and sorted(builds) == ["test", "train"]
+

@@ -10,7 +10,8 @@ state the method must build and pass itself:
   average number of positives per image when it is 0);
 - "label_estimates": ``label_logits`` (ROLE's learnable N x C logits, trained at
   ``label_lr_scale`` x the network lr);
-- "ema": the per-image EMA of sigmoid scores (paper 003 Eq. 4, ``ema_momentum``), from which
+- "ema": the per-image EMA of sigmoid scores (paper 003 Eq. 4, ``ema_momentum``, started as
+  ``ema_start`` says; the heatmaps too), from which
   :func:`tagless.losses.single_positive.expected_negatives` gives EN's ``negatives``
   (``selection``) and CL takes ``ema_scores``; both are None during ``warmup_epochs``;
 - "heatmaps": per-image, per-class running heatmaps (``heatmap_*``) sampled through the
@@ -71,6 +72,7 @@ STATE_KWARGS = ("expected_positives", "label_logits", "negatives", "ema_scores",
                 "epoch")
 NEEDS = ("ema", "heatmaps", "label_estimates", "epoch", "expected_positives")
 HEATMAP_DTYPES = ("uint8", "float16")
+EMA_STARTS = ("bias_correction", "first_visit", "restart")
 
 
 def _require(ok: bool, key: str, expected: str, value) -> None:
@@ -339,17 +341,36 @@ class EnConfig(LossConfig):
 
     warmup_epochs: epochs of AN (all unknowns negative) before the EMA-based selection
     applies; 5 follows paper 003's "5 epochs of pretraining the linear layer" (supp. G).
-    ema_momentum: mu of s <- mu s + (1 - mu) sigmoid(z) per visit of an image; the paper's
-    value is not retrievable, 0.9 is our choice.
+    ema_momentum: m of Eq. 4, s <- m s + (1 - m) sigmoid(z) per visit of an image (CL's
+    target and EN's ranking); the paper's value is not retrievable, 0.9 is our choice.
     selection: "global" (default: a threshold over the dataset, honours fractional K such
     as 1.5 on average) or "image" (round(K - 1) per image); notes §4.2 item 3.
+    ema_start: how the EMA scores (and SCL's heatmaps, per pixel) start. "bias_correction"
+    (default): Eq. 4 from s = 0, read as s / (1 - m^v) after v visits (Adam's correction),
+    i.e. s <- s + (1 - m) / (1 - m^v) (sigmoid(z) - s): every visit, the warm-up's included,
+    is averaged with the EMA's own weights, and the first visit's weight at visit v is
+    (1 - m) m^(v-1) / (1 - m^v) (0.16 at the first EN selection after 5 warm-up epochs, m 0.9).
+    "first_visit": the first visit writes sigmoid(z), then plain Eq. 4 (that first prediction
+    of a fresh head keeps weight m^(v-1): 0.66 at the first selection, 0.39 five epochs later).
+    "restart": as first_visit, and at the end of the warm-up (after EN's first selection,
+    made from the warm-up's EMA) every image's and pixel's visits are forgotten, so its first
+    visit after the warm-up writes the current prediction (until then the stored warm-up value
+    is that one visit's CL/SCL target). Why bias_correction is the default: paper 003 computes
+    the EMA during training, the warm-up included (supp. G selects SCL's top-10 classes from
+    s^5, "computed as described in eq. (4), after the 5 epochs of pretraining"), which a restart
+    contradicts; Eq. 4 gives no starting value, and from s = 0 (the recursion as written) every
+    image's scores are the bias-corrected ones times the same 1 - m^v (every image is visited
+    once an epoch), so EN's ranking is the literal Eq. 4's while CL's target is not shrunk
+    towards 0; first_visit is a third start that gives one prediction, the least trained, the
+    largest weight.
     """
 
     name: str = "en"
     expected_positives: float = 0.0  # K, positives per image; 0 = the data's average
     selection: str = "global"  # global | image: how the ~(K-1) likely positives per image are left out
     warmup_epochs: int = 5  # epochs of AN before expected negatives (and CL/SCL) apply
-    ema_momentum: float = 0.9  # EMA momentum of the per-image scores, per visit (our choice)
+    ema_momentum: float = 0.9  # m of Eq. 4: s <- m s + (1 - m) sigmoid(z) per visit of an image (our choice)
+    ema_start: str = "bias_correction"  # bias_correction (Eq. 4 from 0, / (1 - m^v)) | first_visit | restart
     unknown: str = "negative"  # negative | ignore
 
     needs: ClassVar[tuple[str, ...]] = ("ema", "expected_positives")
@@ -360,6 +381,7 @@ class EnConfig(LossConfig):
         _require(self.warmup_epochs >= 0, "warmup_epochs", ">= 0", self.warmup_epochs)
         _require(_finite(self.ema_momentum) and 0 <= self.ema_momentum < 1, "ema_momentum", "0 <= momentum < 1",
                  self.ema_momentum)
+        _require(self.ema_start in EMA_STARTS, "ema_start", " or ".join(EMA_STARTS), self.ema_start)
 
 
 @dataclass
@@ -380,8 +402,9 @@ class EnClConfig(EnConfig):
 class EnSclConfig(EnConfig):
     """EN + spatial consistency loss to per-image running heatmaps (paper 003).
 
-    heatmap_momentum: running-average momentum of the stored heatmaps per visit; not in the
-    paper, 0.9 is our choice.
+    heatmap_momentum: running-average momentum of the stored heatmaps per visit of a store
+    pixel (inside the view's crop); not in the paper, 0.9 is our choice. The heatmaps start
+    as ``ema_start`` says, per pixel.
     """
 
     name: str = "en_scl"
@@ -390,7 +413,7 @@ class EnSclConfig(EnConfig):
     heatmap_scale: int = 2  # stored heatmap side / feature-map side (paper 003 supp. G: 2)
     heatmap_dtype: str = "uint8"  # uint8 (paper) | float16
     heatmap_top_k: int = 0  # classes stored per image (ImageNet: 10); 0 = all
-    heatmap_momentum: float = 0.9  # running-average momentum of the heatmaps (our choice)
+    heatmap_momentum: float = 0.9  # momentum of the heatmaps per visit of a pixel, started as ema_start (our choice)
 
     needs: ClassVar[tuple[str, ...]] = ("ema", "heatmaps", "expected_positives")
 

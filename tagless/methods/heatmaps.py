@@ -13,6 +13,11 @@ False, border padding: torchvision's ``roi_align(aligned=True)`` convention).
   H <- m * H + (1 - m) * sample of the view's (un-flipped) sigmoid CAMs; others keep their
   bytes. ``first_visit=True`` (default): the first update of a store pixel writes the sample
   itself (a ``visited`` flag per image pixel), so maps are not biased towards their initial 0.
+  ``bias_correction=True`` instead keeps each pixel's number of visits v (``visits``, int16)
+  and stores the bias-corrected EMA from 0, h <- h + (1 - m) / (1 - m^v) (sample - h) (Adam's
+  correction of a zero start): the first visit writes the sample, and the v visits so far are
+  averaged with the EMA's weights renormalised to sum to 1. ``restart()`` forgets every
+  pixel's visits (the values stay until each pixel's next visit overwrites them).
 - uint8 stores round(255 h) with stochastic rounding floor(255 h + u), u ~ U[0, 1) from the
   caller's generator: unbiased, so updates smaller than half a level still move the map on
   average. float16 stores h.
@@ -38,7 +43,8 @@ class HeatmapStore(nn.Module):
     """Running-average class heatmaps per image (SCL, supp. G); state in registered buffers."""
 
     def __init__(self, num_images: int, num_classes: int, size: int, source_size: int,
-                 dtype: str = "uint8", top_k: int = 0, momentum: float = 0.9, first_visit: bool = True):
+                 dtype: str = "uint8", top_k: int = 0, momentum: float = 0.9, first_visit: bool = True,
+                 bias_correction: bool = False):
         super().__init__()
         if dtype not in _DTYPES:
             raise TaglessError(f"heatmaps: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
@@ -51,9 +57,13 @@ class HeatmapStore(nn.Module):
             raise TaglessError(f"heatmaps: momentum must lie in [0, 1), got {momentum}")
         self.num_classes, self.size, self.source_size = num_classes, size, source_size
         self.top_k, self.momentum, self.first_visit = top_k, momentum, first_visit
+        self.bias_correction = bias_correction
         channels = top_k or num_classes
         self.register_buffer("maps", torch.zeros(num_images, channels, size, size, dtype=_DTYPES[dtype]))
         self.register_buffer("visited", torch.zeros(num_images, size, size, dtype=torch.bool))
+        if bias_correction:
+            self.register_buffer("visits", torch.zeros(num_images, size, size, dtype=torch.int16))
+            self.register_load_state_dict_pre_hook(_visits_from_visited)
         if top_k:  # every slot empty until select_classes
             self.register_buffer("kept", torch.full((num_images, top_k), num_classes, dtype=torch.long))
 
@@ -120,12 +130,28 @@ class HeatmapStore(nn.Module):
         inside_y = (centres >= y0[:, None]) & (centres <= y1[:, None])
         inside = inside_y[:, :, None] & inside_x[:, None, :]  # B x n x n
         raw, visited = self.maps[index], self.visited[index]
-        new = self.momentum * self._decode(raw) + (1 - self.momentum) * fresh
-        if self.first_visit:  # a pixel's first update writes the sample itself
-            new = torch.where(visited[:, None], new, fresh)
+        m, old = self.momentum, self._decode(raw)
+        if self.bias_correction:
+            visits = self.visits[index]
+            v = visits.float() + 1  # this visit included
+            rate = torch.where(visits == 0, torch.ones_like(v), (1 - m) / (1 - m ** v))
+            new = old + rate[:, None] * (fresh - old)
+            self.visits[index] = torch.where(inside, (visits + 1).clamp_(max=torch.iinfo(torch.int16).max), visits)
+        else:
+            new = m * old + (1 - m) * fresh
+            if self.first_visit:  # a pixel's first update writes the sample itself
+                new = torch.where(visited[:, None], new, fresh)
         # Pixels outside the crop keep their stored bytes exactly.
         self.maps[index] = torch.where(inside[:, None], self._encode(new, generator), raw)
         self.visited[index] = visited | inside
+
+    @torch.no_grad()
+    def restart(self) -> None:
+        """Forget every pixel's visits: its next visit writes the sample itself (the EMA's
+        restart at the end of the warm-up); the stored values stay until then."""
+        self.visited.zero_()
+        if self.bias_correction:
+            self.visits.zero_()
 
     @torch.no_grad()
     def select_classes(self, index: torch.Tensor, scores: torch.Tensor) -> None:
@@ -144,4 +170,13 @@ class HeatmapStore(nn.Module):
         self.maps[index] = torch.where(match.any(dim=2)[:, :, None, None], moved, torch.zeros_like(moved))
         first = (old == self.num_classes).all(dim=1)
         self.visited[index] = self.visited[index] & ~first[:, None, None]
+        if self.bias_correction:
+            self.visits[index] = torch.where(first[:, None, None], torch.zeros_like(self.visits[index]),
+                                             self.visits[index])
         self.kept[index] = new
+
+
+def _visits_from_visited(module, state_dict, prefix, *args) -> None:
+    """A checkpoint from before the visit counts: one visit for every visited pixel."""
+    if prefix + "visits" not in state_dict and prefix + "visited" in state_dict:
+        state_dict[prefix + "visits"] = state_dict[prefix + "visited"].to(torch.int16)

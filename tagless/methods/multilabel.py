@@ -7,12 +7,19 @@ activation maps, and the logits equal pool-then-linear exactly. The loss is the 
 stateful losses read, all in buffers so that checkpoints and ``--resume`` carry it:
 
 - ``ema``: per-image EMA of the scores, s_n <- m s_n + (1 - m) sigmoid(z_n) on every visit
-  (paper 003, Eq. 4); EN's expected negatives (Eq. 8) are re-selected from it at the start
-  of every epoch after the warm-up; CL compares the predictions with it;
+  (paper 003, Eq. 4), started as ``loss.ema_start`` says (bias-corrected from 0 by default:
+  ``ema_visits`` counts each image's visits); EN's expected negatives (Eq. 8) are re-selected
+  from it at the start of every epoch after the warm-up; CL compares the predictions with it;
 - ``heatmaps``: SCL's per-image, per-class heatmap store (:class:`HeatmapStore`), sampled
-  through the view's crop box and flip and updated inside the crop;
+  through the view's crop box and flip and updated inside the crop, started as the EMA;
 - ``label_estimates``: ROLE's learnable label logits (Cole et al. 2021), trained by the main
   optimiser at ``label_lr_scale`` times its lr, without weight decay.
+
+Diagnostics (``epoch_logs``): the share of unknowns EN selects as negatives, the mean
+|sigmoid(z) - s| between the predictions and their EMA targets over the epoch's visits
+(``ema_gap``) and, when ``DataInfo.clean_targets`` holds the labels the label mode hid, EN's
+precision (``en_negative_precision``: share of its assumed negatives that are truly negative)
+and the recall of the hidden positives it leaves out (``en_hidden_positive_recall``).
 
 Paper 001's recipe fine-tunes the head at 10x the backbone's lr (``head_lr_scale``); paper
 003 first trains the linear layer alone (``linear_epochs``: backbone features detached).
@@ -86,19 +93,36 @@ class MultiLabel(nn.Module):
         self.k = float(getattr(self.loss_cfg, "expected_positives", 0.0) or (data.expected_positives or 1.0))
         targets = data.targets.to(torch.int8)
         self.register_buffer("targets", targets, persistent=False)  # the observed labels, for EN's selection
+        self.ema_start = getattr(self.loss_cfg, "ema_start", "first_visit")
         if self.needs & {"ema", "heatmaps"} or "negatives" in self._names:
             self.register_buffer("ema_scores", torch.zeros(n, c))
             self.register_buffer("seen", torch.zeros(n, dtype=torch.bool))
             self.register_buffer("negatives", torch.zeros(n, c, dtype=torch.bool))
             self.register_buffer("negatives_ready", torch.zeros((), dtype=torch.bool))
+            if self.ema_start == "bias_correction":
+                self.register_buffer("ema_visits", torch.zeros(n, dtype=torch.int32))
+                self.register_load_state_dict_pre_hook(_visits_from_seen)
+            if self.ema_start == "restart":
+                self.register_buffer("ema_restarted", torch.zeros((), dtype=torch.bool))
+            # |sigmoid(z) - s| summed over this epoch's visits (and their count): ema_gap
+            self.register_buffer("gap_sum", torch.zeros((), dtype=torch.float64), persistent=False)
+            self.register_buffer("gap_count", torch.zeros((), dtype=torch.float64), persistent=False)
         if "heatmaps" in self.needs:
             grid = self._feature_grid(views, data.image_size)
             lc = self.loss_cfg
             self.heatmaps = HeatmapStore(n, c, lc.heatmap_scale * grid, data.image_size, dtype=lc.heatmap_dtype,
-                                         top_k=lc.heatmap_top_k, momentum=lc.heatmap_momentum)
+                                         top_k=lc.heatmap_top_k, momentum=lc.heatmap_momentum,
+                                         bias_correction=self.ema_start == "bias_correction")
         if "label_estimates" in self.needs:
             g = torch.Generator().manual_seed(seed + 9001)
             self.label_logits = nn.Parameter(role_init(targets.cpu(), g).to(targets.device))
+        clean = None  # the labels the label mode hid, for diagnostics only
+        if data.clean_targets is not None and hasattr(self, "ema_scores"):
+            if tuple(data.clean_targets.shape) != (n, c):
+                raise TaglessError(f"method multilabel: clean_targets of shape {tuple(data.clean_targets.shape)} "
+                                   f"for {n} images x {c} classes")
+            clean = data.clean_targets.to(targets.device, torch.int8)
+        self.register_buffer("clean_targets", clean, persistent=False)
 
     # ---- the model ---------------------------------------------------------------------
     def _feature_grid(self, views, image_size: int) -> int:
@@ -175,9 +199,17 @@ class MultiLabel(nn.Module):
         idx = dist.gather_no_grad(batch.index)
         probs = dist.gather_no_grad(torch.sigmoid(logits))
         m = self.loss_cfg.ema_momentum
-        old = self.ema_scores[idx]
-        first = ~self.seen[idx]
-        self.ema_scores[idx] = torch.where(first[:, None], probs, m * old + (1 - m) * probs)
+        old, seen = self.ema_scores[idx], self.seen[idx]
+        self.gap_sum += ((probs - old).abs().mean(1) * seen).sum()  # visits with an EMA target only
+        self.gap_count += seen.sum()
+        if self.ema_start == "bias_correction":  # Eq. 4 from 0, divided by 1 - m^v
+            visits = self.ema_visits[idx]
+            v = visits.float() + 1
+            rate = torch.where(visits == 0, torch.ones_like(v), (1 - m) / (1 - m ** v))
+            self.ema_scores[idx] = old + rate[:, None] * (probs - old)
+            self.ema_visits[idx] = visits + 1
+        else:  # first_visit, restart: the first visit (since the restart) writes the prediction
+            self.ema_scores[idx] = torch.where(seen[:, None], m * old + (1 - m) * probs, probs)
         self.seen[idx] = True
         if hasattr(self, "heatmaps"):
             maps = dist.gather_no_grad(torch.sigmoid(cams.float()))
@@ -185,7 +217,8 @@ class MultiLabel(nn.Module):
 
     def on_epoch_start(self, epoch: int, ctx: EpochContext) -> None:
         """After the warm-up: EN's expected negatives from the EMA scores (every epoch), and
-        SCL's top-k classes per image (once, when the warm-up ends)."""
+        SCL's top-k classes per image (once, when the warm-up ends); with ``ema_start:
+        restart`` the EMA and the heatmaps then forget their visits (once)."""
         if not hasattr(self, "ema_scores") or self._warm(epoch):
             return
         selection = getattr(self.loss_cfg, "selection", "image")
@@ -193,6 +226,11 @@ class MultiLabel(nn.Module):
         if hasattr(self, "heatmaps") and self.heatmaps.top_k and not bool(self.negatives_ready):
             all_idx = torch.arange(len(self.ema_scores), device=self.ema_scores.device)
             self.heatmaps.select_classes(all_idx, self.ema_scores)
+        if hasattr(self, "ema_restarted") and not bool(self.ema_restarted):
+            self.seen.zero_()
+            if hasattr(self, "heatmaps"):
+                self.heatmaps.restart()
+            self.ema_restarted.fill_(True)
         self.negatives_ready.fill_(True)
 
     def param_groups(self) -> list[dict]:
@@ -212,8 +250,33 @@ class MultiLabel(nn.Module):
                                "schedule": "constant", "warmup_epochs": 0.0})]
 
     def epoch_logs(self) -> dict:
-        if not hasattr(self, "ema_scores") or not bool(self.negatives_ready):
-            return {}
+        """EN's diagnostics (see the module docstring); shares in percent."""
+        logs = {}
         unknown = self.targets < 0
-        share = (self.negatives & unknown).sum() / unknown.sum().clamp(min=1)
-        return {"expected_negative_share": share.float() * 100}
+        clean = self.clean_targets
+        if hasattr(self, "ema_scores"):
+            if bool(self.gap_count > 0):
+                logs["ema_gap"] = (self.gap_sum / self.gap_count).float()
+            self.gap_sum.zero_()
+            self.gap_count.zero_()
+            if bool(self.negatives_ready):
+                assumed = self.negatives & unknown
+                logs["expected_negative_share"] = _percent(assumed.sum(), unknown.sum())
+                if clean is not None:
+                    judged = assumed & (clean >= 0)  # entries whose clean label is known
+                    hidden = unknown & (clean == 1)
+                    if bool(judged.any()):
+                        logs["en_negative_precision"] = _percent((judged & (clean == 0)).sum(), judged.sum())
+                    if bool(hidden.any()):
+                        logs["en_hidden_positive_recall"] = _percent((hidden & ~self.negatives).sum(), hidden.sum())
+        return logs
+
+
+def _percent(part: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    return part.float() * 100 / whole.clamp(min=1).float()
+
+
+def _visits_from_seen(module, state_dict, prefix, *args) -> None:
+    """A checkpoint from before the visit counts: one visit for every image seen."""
+    if prefix + "ema_visits" not in state_dict and prefix + "seen" in state_dict:
+        state_dict[prefix + "ema_visits"] = state_dict[prefix + "seen"].to(torch.int32)
