@@ -277,3 +277,76 @@ def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, calls, capsys):
     result = last_json(capsys)
     assert [(r["variant"], r["seed"], r["status"]) for r in result["runs"]] == [("t02", 3, "new"), ("t05", 3, "new")]
     assert calls == [] and not (tmp_path / "runs").exists()
+
+
+# ---- sweeps: every grid point runs, the point is chosen on validation ---------------------
+ML_TINY = ["data.image_size=24", "views.global_size=16", "data.scene_count=100", "model.width=0.125",
+           "train.batch_size=16", "train.epochs=3", "train.knn_every_epochs=1", "labels.mode=single_positive",
+           "labels.val_fraction=0.25", "loss.name=an", "optim.name=adam", "optim.weight_decay=0"]
+
+
+def sweep_spec(folder: Path, name: str, **fields) -> Path:
+    spec = dict(name=name, base="multilabel_scenes", set=ML_TINY, seeds=[0], reference=None, metrics=["map_class"],
+                sweep={"optim.lr": [1e-4, 1e-2]}, variants=[{"name": "an", "set": []}]) | fields
+    return write_spec(folder, folder / "runs", **spec)
+
+
+def test_a_sweep_runs_every_point_chooses_on_validation_and_resumes(tmp_path, monkeypatch):
+    real, calls = runner.train, []
+
+    def interrupted(cfg, resume=False, progress=True):
+        calls.append(cfg.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(cfg, resume=resume, progress=False)
+
+    monkeypatch.setattr(runner, "train", interrupted)
+    spec = load_spec(sweep_spec(tmp_path, "sw"))
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(spec, progress=False)
+    result = run_compare(spec, progress=False)  # the first point is reused, the second trained
+    assert calls == ["an_g0_s0", "an_g1_s0", "an_g1_s0"]
+    runs = {r["point"]: r for r in result["runs"]}
+    assert set(runs) == {"optim.lr=0.0001", "optim.lr=0.01"} and all(r["val"] is not None for r in runs.values())
+    best = max(runs.values(), key=lambda r: r["val"])
+    (chosen,) = result["chosen"]
+    assert chosen["point"] == best["point"] and chosen["map_class"] == best["map_class"]
+    assert result["table"][0]["map_class"] == pytest.approx(best["map_class"])
+    md = (tmp_path / "runs" / "sw" / "compare.md").read_text()
+    assert "chosen on val" in md and best["point"] in md
+    html_page = (tmp_path / "runs" / "sw" / "report.html").read_text()
+    assert "Grid points and their choice" in html_page and "validation.png" in html_page
+
+
+def test_the_test_split_never_changes_the_chosen_point(tmp_path, monkeypatch):
+    """Shuffle the TEST labels: every run's selected epoch and each variant's grid point stay."""
+    from tagless.engine import trainer as trainer_module
+
+    first = run_compare(load_spec(sweep_spec(tmp_path, "plain")), progress=False)
+    real = trainer_module.build_dataset
+
+    def shuffled(cfg, split="train"):
+        ds = real(cfg, split)
+        if split == "test":
+            ds.targets = np.asarray(ds.targets)[np.random.default_rng(3).permutation(len(ds))]
+        return ds
+
+    monkeypatch.setattr(trainer_module, "build_dataset", shuffled)
+    second = run_compare(load_spec(sweep_spec(tmp_path, "shuffled")), progress=False)
+    assert [(r["point"], r["val"]) for r in first["runs"]] == [(r["point"], r["val"]) for r in second["runs"]]
+    assert first["chosen"][0]["point"] == second["chosen"][0]["point"]
+    assert first["chosen"][0]["map_class"] != second["chosen"][0]["map_class"]  # the test numbers did move
+    with pytest.raises(TaglessError, match="validation split"):  # a sweep without one is refused up front
+        plan_runs(load_spec(sweep_spec(tmp_path, "noval", set=[*ML_TINY, "labels.val_fraction=0"])))
+    spec = load_spec(sweep_spec(tmp_path, "ontest", select="test"))  # only as a named protocol
+    assert spec.select == "test"
+
+
+def test_the_command_line_sweep_replaces_the_files(tmp_path):
+    path = sweep_spec(tmp_path, "cli", sweep={"optim.lr": [1e-2, 1e-3, 1e-4], "train.batch_size": [8, 16]})
+    assert len(load_spec(path).variants[0].grid()) == 6
+    small = load_spec(path, sweep=["optim.lr=1e-3,1e-4"]).variants[0]
+    assert small.sweep == {"optim.lr": [1e-3, 1e-4]} and small.grid() == [["optim.lr=0.001"], ["optim.lr=0.0001"]]
+    assert load_spec(path, sweep=["none"]).variants[0].grid() == [[]]
+    with pytest.raises(TaglessError, match="--sweep"):
+        load_spec(path, sweep=["optim.lr"])

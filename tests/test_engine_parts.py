@@ -128,3 +128,26 @@ def test_checkpoint_and_cache_get_the_umask_mode(tmp_path):
         assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in (tmp_path / "cache" / "entry").iterdir())
     finally:
         os.umask(old)
+
+
+def test_adam_with_an_absolute_lr_and_extra_optimisers_keep_their_own():
+    """optim.name=adam is torch's Adam (L2 in the gradient, Cole et al.'s optimiser); optim.lr
+    is the lr whatever the batch; an extra optimiser with its own lr_per_256 ignores optim.lr."""
+    from types import SimpleNamespace
+
+    from tagless.engine.optim import ScheduledOptimizers
+    from tagless.methods.contract import OptimizerSpec
+
+    main, side = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)
+    method = SimpleNamespace(param_groups=lambda: [{"params": list(main.parameters())}],
+                             optimizers=lambda: [OptimizerSpec("side", [{"params": list(side.parameters())}],
+                                                               {"name": "sgd", "lr_per_256": 0.5})])
+    cfg = OptimConfig(name="adam", lr=1e-3, weight_decay=0.0, schedule="constant")
+    for batch in (8, 16):
+        opts = ScheduledOptimizers(cfg, method, batch, steps_per_epoch=4, epochs=2)
+        adam, other = opts.optimizers["main"], opts.optimizers["side"]
+        assert type(adam) is torch.optim.Adam and adam.defaults["weight_decay"] == 0.0
+        assert opts.set_lr(0)["main"] == pytest.approx(1e-3)  # not scaled by the batch
+        assert type(other) is torch.optim.SGD and other.param_groups[0]["lr"] == pytest.approx(0.5 * batch / 256)
+    with pytest.raises(TaglessError, match="optim.lr"):
+        OptimConfig(lr=-1.0).validate()

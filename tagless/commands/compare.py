@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
                    help="overrides for every run (after each variant's own)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the file's seeds")
     p.add_argument("--name", default=None, help="replace the file's name (the folder under out_dir)")
+    p.add_argument("--sweep", nargs="+", action="extend", default=None, metavar="KEY=V1,V2",
+                   help="replace the file's sweep for every variant (a smaller grid on a small budget); "
+                        "'none' for no sweep")
     p.add_argument("--rerun", action="store_true", help="retrain runs that already have a result")
     p.add_argument("--dry-run", action="store_true", help="validate every run's config, list the runs and exit")
     p.set_defaults(func=run)
@@ -27,7 +30,7 @@ def add_parser(sub) -> None:
 def run(args) -> dict:
     from tagless.compare import load_spec, run_compare
 
-    spec = load_spec(args.config, args.set, args.seeds, args.name)
+    spec = load_spec(args.config, args.set, args.seeds, args.name, sweep=args.sweep)
     try:
         result = run_compare(spec, rerun=args.rerun, dry_run=args.dry_run)
     except KeyboardInterrupt:

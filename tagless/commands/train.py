@@ -36,9 +36,15 @@ def run(args) -> dict:
            **{MONITOR_COLUMNS.get(k, k): v for k, v in result.monitor.items()},
            **{f"test {TEST_COLUMNS[k]}": v for k, v in result.test.items() if k in TEST_COLUMNS},
            "images/s": result.images_per_s, "wall (s)": result.wall_s}
+    if result.selection:
+        row["selected epoch"] = result.selection["epoch"]
     print(format_table([row], title=f"tagless train {cfg.name}"))
+    if result.selection:
+        sel = result.selection
+        print(f"best.pt: epoch {sel['epoch']}, chosen by validation {sel['metric']} {sel['value']:.2f} "
+              f"(the test numbers above are this epoch's)")
     print(f"run directory: {result.run_dir}")
-    return row | {"run_dir": str(result.run_dir), "test": result.test}
+    return row | {"run_dir": str(result.run_dir), "test": result.test, "selection": result.selection}
 
 
 def help_config(section: str) -> dict:

@@ -112,3 +112,36 @@ def plot_score_panels(run_dirs: dict[str, list[Path]], out: Path) -> list[Path]:
     if not hists:
         return []
     return [plot_run_score_histograms(hists, out / "scores.png"), plot_confident_counts(counts, out / "confident.png")]
+
+
+def plot_validation(runs: list[dict], chosen: list[dict], path) -> Path | None:
+    """One panel per swept variant: the selection metric on the validation split over epochs for
+    every grid point (mean over seeds), the grid points chosen for some seed drawn bold."""
+    swept = list(dict.fromkeys(r["variant"] for r in chosen if r.get("chosen_from", 1) > 1))
+    if not swept:
+        return None
+    picked = {(r["variant"], r["point_index"]) for r in chosen if r.get("chosen_from", 1) > 1}
+    ncols = min(3, len(swept))
+    nrows = math.ceil(len(swept) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(swept):]:
+        ax.set_visible(False)
+    for ax, variant in zip(axes.flat, swept):
+        mine = [r for r in runs if r["variant"] == variant and r["status"] != "failed"]
+        metric = next(((r.get("selection") or {}).get("metric") for r in mine if r.get("selection")), None)
+        for index in sorted({r["point_index"] for r in mine}):
+            points = [r for r in mine if r["point_index"] == index]
+            curves = [eval_rows(r["run_dir"]).get(metric, {}) for r in points] if metric else []
+            epochs = sorted({e for c in curves for e in c})
+            if not epochs:
+                continue
+            mean = [np.mean([c[e] for c in curves if e in c]) for e in epochs]
+            bold = (variant, index) in picked
+            ax.plot(epochs, mean, lw=2.4 if bold else 1.0, alpha=1.0 if bold else 0.6,
+                    label=" ".join(points[0]["point"]) + (" (chosen)" if bold else ""))
+        ax.set_title(f"{variant}: validation {metric or '(none)'}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, Path(path))

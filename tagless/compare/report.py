@@ -9,21 +9,25 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tagless import config_io
-from tagless.compare.plots import plot_bars, plot_curves, plot_score_panels
+from tagless.compare.plots import plot_bars, plot_curves, plot_score_panels, plot_validation
 from tagless.compare.spec import CompareSpec, base_config
 from tagless.compare.table import flat_run
 from tagless.report.html import render_html
 
 
-def write_report(spec: CompareSpec, runs: list[dict], shown: list[dict], metrics: list[str], table: list[dict]) -> Path:
-    """OUT/report.html: the table, bar charts and curves, the variants, the runs, the base config."""
+def write_report(spec: CompareSpec, runs: list[dict], shown: list[dict], metrics: list[str], table: list[dict],
+                 chosen: list[dict] | None = None) -> Path:
+    """OUT/report.html: the table, bar charts and curves (of the chosen grid points), the
+    validation curves of every grid point, the variants, the runs, the base config."""
     out = spec.dir
     base = base_config(spec)
     config_io.save(base, out / "base_config.yaml")
-    for stale in [*out.glob("bar_*.png"), out / "curves.png", out / "scores.png", out / "confident.png"]:
+    for stale in [*out.glob("bar_*.png"), out / "curves.png", out / "scores.png", out / "confident.png",
+                  out / "validation.png"]:
         stale.unlink(missing_ok=True)  # from an earlier invocation
     bars = [p for m in metrics if (p := plot_bars(table, m, spec.reference, out / f"bar_{_file_part(m)}.png"))]
-    ok = [r for r in runs if r["status"] != "failed"]
+    chosen = runs if chosen is None else chosen
+    ok = [r for r in chosen if r["status"] != "failed"]
     curves = plot_curves({v.name: [Path(r["run_dir"]) for r in ok if r["variant"] == v.name] for v in spec.variants},
                          out / "curves.png", keys=spec.metrics)
     rel = {r["run_dir"]: Path(r["run_dir"]).relative_to(out).as_posix() if Path(r["run_dir"]).is_relative_to(out)
@@ -51,8 +55,21 @@ def write_report(spec: CompareSpec, runs: list[dict], shown: list[dict], metrics
                                  "paper 003 shows AN on single positives collapsing to one confident class.",
                          "images": [p.name for p in scores]})
     if curves:
-        sections.append({"title": "Curves", "text": "Evaluation rows of each run's metrics.jsonl, mean over seeds "
-                                                    "(band: one standard deviation).", "images": [curves.name]})
+        sections.append({"title": "Curves", "text": "Evaluation rows of each chosen run's metrics.jsonl, mean over "
+                                                    "seeds (band: one standard deviation).", "images": [curves.name]})
+    if len(chosen) < len(runs):
+        validation = plot_validation(runs, chosen, out / "validation.png")
+        how = ("on the validation split (each run's best epoch on it, best.pt); the test split never enters"
+               if spec.select == "val" else "ON THE TEST SPLIT (an explicitly named protocol, not the papers')")
+        sections.append({"title": "Grid points and their choice",
+                         "text": f"Every grid point of each variant's sweep ran; the point of each seed was chosen "
+                                 f"{how}. Curves: the validation number of every grid point over epochs (mean "
+                                 f"over seeds); the chosen point bold.",
+                         "table": [{"variant": r["variant"], "seed": r["seed"], "chosen": " ".join(r["point"]),
+                                    "of": r["chosen_from"], "validation": (r.get("selection") or {}).get("value"),
+                                    "at epoch": (r.get("selection") or {}).get("epoch")} for r in chosen
+                                   if r.get("chosen_from", 1) > 1],
+                         "images": [validation.name] if validation else []})
     sections.append({"title": "Variants", "table": [{"variant": v.name, "base": str(v.base or spec.base),
                                                      "overrides": " ".join(v.set) or "(none)"}
                                                     for v in spec.variants],

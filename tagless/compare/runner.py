@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from tagless import config_io
 from tagless.compare.report import write_report
 from tagless.compare.spec import CompareSpec, base_config
 from tagless.compare.table import (
+    choose_points,
     display_rows,
     flat_run,
     markdown_table,
@@ -39,6 +40,8 @@ class PlannedRun:
     seed: int
     cfg: object  # RunConfig
     status: str  # new | resume | done
+    point: list[str] = field(default_factory=list)  # the sweep's overrides of this run ([] without a sweep)
+    point_index: int = 0
 
     @property
     def run_dir(self) -> Path:
@@ -66,28 +69,42 @@ def _read_result(run_dir: Path) -> dict | None:
 
 
 def plan_runs(spec: CompareSpec, rerun: bool = False) -> list[PlannedRun]:
-    """Every run's validated config, seed-major; raises before anything trains."""
+    """Every run's validated config, seed-major (a variant's grid points together); raises before
+    anything trains."""
     base_config(spec)
-    runs = []
-    for seed in spec.seeds:
-        for i, v in enumerate(spec.variants):
-            extra = [f"seed={seed}", f"name={v.name}_s{seed}", f"out_dir={spec.dir / 'runs'}"]
-            try:
-                cfg = load_config(str(v.base or spec.base), spec.set + v.set + spec.cli_set + extra)
-            except TaglessError as e:
-                raise TaglessError(f"{spec.path}: variants[{i}].set ({v.name}): {e}") from None
-            init = cfg.model.init_checkpoint
-            if init and not Path(init).is_file():
-                raise TaglessError(f"{spec.path}: variant {v.name}: model.init_checkpoint {init} does not exist "
-                                   f"(train the backbone it names first; the compare file says how)")
-            done = _read_result(cfg.run_dir) is not None
-            started = (cfg.run_dir / "checkpoints" / "last.pt").is_file()
-            if not rerun and (done or started) and (why := _stale(cfg.run_dir, cfg)):
-                raise TaglessError(f"{cfg.run_dir} was trained with another config ({why}): pass --rerun to "
-                                   f"retrain it, or choose another name")
-            status = "new" if rerun else "done" if done else "resume" if started else "new"
-            runs.append(PlannedRun(v.name, seed, cfg, status))
-    return runs
+    return [_plan_one(spec, i, v, seed, gi, point, rerun)
+            for seed in spec.seeds for i, v in enumerate(spec.variants) for gi, point in enumerate(v.grid())]
+
+
+def _plan_one(spec: CompareSpec, i: int, v, seed: int, gi: int, point: list[str], rerun: bool) -> PlannedRun:
+    points = len(v.grid())
+    name = f"{v.name}_s{seed}" if points == 1 else f"{v.name}_g{gi}_s{seed}"
+    extra = [f"seed={seed}", f"name={name}", f"out_dir={spec.dir / 'runs'}"]
+    try:
+        cfg = load_config(str(v.base or spec.base), spec.set + v.set + point + spec.cli_set + extra)
+    except TaglessError as e:
+        where = v.name + "".join(f" {o}" for o in point)
+        raise TaglessError(f"{spec.path}: variants[{i}].set ({where}): {e}") from None
+    if points > 1 and spec.select == "val" and not _validates(cfg):
+        raise TaglessError(f"{spec.path}: variant {v.name} sweeps {points} grid points, chosen on the validation "
+                           f"split: give the runs one (labels.val_fraction > 0, train.knn_every_epochs >= 1, "
+                           f"train.select_metric not none), or name the protocol select: test")
+    init = cfg.model.init_checkpoint
+    if init and not Path(init).is_file():
+        raise TaglessError(f"{spec.path}: variant {v.name}: model.init_checkpoint {init} does not exist "
+                           f"(train the backbone it names first; the compare file says how)")
+    done = _read_result(cfg.run_dir) is not None
+    started = (cfg.run_dir / "checkpoints" / "last.pt").is_file()
+    if not rerun and (done or started) and (why := _stale(cfg.run_dir, cfg)):
+        raise TaglessError(f"{cfg.run_dir} was trained with another config ({why}): pass --rerun to "
+                           f"retrain it, or choose another name")
+    status = "new" if rerun else "done" if done else "resume" if started else "new"
+    return PlannedRun(v.name, seed, cfg, status, point, gi)
+
+
+def _validates(cfg) -> bool:
+    """Whether a run chooses its best epoch on a validation split (``TrainResult.selection``)."""
+    return cfg.labels.val_fraction > 0 and cfg.train.select_metric != "none" and cfg.train.knn_every_epochs >= 1
 
 
 def _result_record(result, resumed: bool) -> dict:
@@ -98,6 +115,7 @@ def _result_record(result, resumed: bool) -> dict:
         "steps": result.steps, "epochs": result.epochs, "final_loss": result.final_loss,
         "knn_top1": result.knn_top1, "monitor": dict(result.monitor or {}),
         "test": dict(getattr(result, "test", None) or {}), "resumed": resumed,
+        "selection": dict(getattr(result, "selection", None) or {}),
         "wall_s": None if resumed else wall, "images_per_s": speed if speed else None,
     })
 
@@ -109,10 +127,12 @@ def _one_line(error: BaseException) -> str:
 
 def _run_one(run: PlannedRun, progress: bool) -> dict:
     """Train (or resume, or reuse) one run; a TaglessError (or out of memory) becomes a failed record."""
-    row = {"variant": run.variant, "seed": run.seed, "run_dir": str(run.run_dir)}
+    row = {"variant": run.variant, "seed": run.seed, "run_dir": str(run.run_dir), "point": run.point,
+           "point_index": run.point_index}
     if run.status == "done":
         record = _read_result(run.run_dir)
-        return row | {"status": "reused", "metrics": run_metrics(record), "error": None}
+        return row | {"status": "reused", "metrics": run_metrics(record), "error": None,
+                      "selection": record.get("selection") or {}}
     if run.status == "new" and run.run_dir.exists():  # --rerun, or a run stopped before its first checkpoint
         shutil.rmtree(run.run_dir)
     resumed = run.status == "resume"
@@ -121,11 +141,12 @@ def _run_one(run: PlannedRun, progress: bool) -> dict:
         result = train(run.cfg, resume=resumed, progress=progress)
     except (TaglessError, _OUT_OF_MEMORY) as e:
         return row | {"status": "failed", "metrics": {}, "error": _one_line(e)}
-    record = {"variant": run.variant, "seed": run.seed} | _result_record(result, resumed)
+    record = {"variant": run.variant, "seed": run.seed, "point": run.point} | _result_record(result, resumed)
     tmp = run.run_dir / "result.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, allow_nan=False))
     tmp.replace(run.run_dir / "result.json")
-    return row | {"status": "resumed" if resumed else "trained", "metrics": run_metrics(record), "error": None}
+    return row | {"status": "resumed" if resumed else "trained", "metrics": run_metrics(record), "error": None,
+                  "selection": record["selection"]}
 
 
 def run_compare(spec: CompareSpec, rerun: bool = False, dry_run: bool = False, progress: bool = True) -> dict:
@@ -146,19 +167,22 @@ def run_compare(spec: CompareSpec, rerun: bool = False, dry_run: bool = False, p
             print(f"[{i}/{n}] {run.variant} seed {run.seed} failed: {runs[-1]['error']}", flush=True)
     metrics = metric_names(runs, spec.metrics)
     names = [v.name for v in spec.variants]
-    table = summarise(runs, names, metrics, spec.reference)
-    shown = display_rows(table, metrics, spec.reference)
+    chosen = choose_points(runs, spec.select, metrics[0] if metrics else None)
+    table = summarise(chosen, names, metrics, spec.reference)
+    shown = display_rows(table, metrics, spec.reference, chosen, spec.select)
     failed = [{"variant": r["variant"], "seed": r["seed"], "run_dir": r["run_dir"], "error": r["error"]}
               for r in runs if r["status"] == "failed"]
     out = spec.dir
     out.mkdir(parents=True, exist_ok=True)
     write_csv(table, out / "compare.csv")
     (out / "compare.md").write_text(markdown_table(shown))
-    result = {"table": table, "runs": [flat_run(r) for r in runs], "dir": str(out), "failed": failed,
-              "report": str(out / "report.html")}
+    result = {"table": table, "runs": [flat_run(r) for r in runs], "chosen": [flat_run(r) for r in chosen],
+              "select": spec.select, "dir": str(out), "failed": failed, "report": str(out / "report.html")}
     (out / "compare.json").write_text(json.dumps(json_safe(result), indent=2, default=str))
-    write_report(spec, runs, shown, metrics, table)
-    print(format_table(shown, title=f"tagless compare {spec.name}: mean +- std over seeds {spec.seeds}"))
+    write_report(spec, runs, shown, metrics, table, chosen)
+    how = ("" if len(chosen) == len(runs) else "; each grid point chosen on the validation split"
+           if spec.select == "val" else "; GRID POINTS CHOSEN ON THE TEST SPLIT")
+    print(format_table(shown, title=f"tagless compare {spec.name}: mean +- std over seeds {spec.seeds}{how}"))
     missing = [m for m in metrics if all(r[m] is None or math.isnan(r[m]) for r in table)]
     if missing:
         found = metric_names(runs, None)

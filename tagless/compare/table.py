@@ -55,6 +55,49 @@ def run_metrics(record: dict) -> dict:
     return out | {k: record.get(k) for k in SPEED}
 
 
+def _selection_value(run: dict) -> float | None:
+    value = (run.get("selection") or {}).get("value")
+    return value if _is_number(value) and math.isfinite(value) else None
+
+
+def choose_points(runs: list[dict], select: str = "val", metric: str | None = None) -> list[dict]:
+    """One run per (variant, seed): the only one, or, for a sweep, the grid point whose run is best
+    on the validation split (``select='val'``: its best.pt value, ``selection.value``; the test
+    split never enters) or, as an explicitly named protocol, on the test ``metric``
+    (``select='test'``). Ties go to the first point in grid order; a failed point is never chosen.
+    Each chosen run gets ``chosen_from`` (the grid size)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["variant"], r["seed"]), []).append(r)
+    chosen = []
+    for members in groups.values():
+        if len(members) == 1:
+            chosen.append(members[0] | {"chosen_from": 1})
+            continue
+        score = _selection_value if select == "val" else (
+            lambda r: r["metrics"].get(metric) if _is_number(r["metrics"].get(metric)) else None)
+        scored = [r for r in members if r["status"] != "failed" and score(r) is not None]
+        if not scored:
+            what = "a validation number (selection)" if select == "val" else f"a test {metric}"
+            chosen.append(members[0] | {"status": "failed", "metrics": {}, "chosen_from": len(members),
+                                        "error": f"no grid point of {len(members)} has {what}"})
+            continue
+        best = max(scored, key=score)
+        chosen.append(best | {"chosen_from": len(members)})
+    return chosen
+
+
+def chosen_points(chosen: list[dict], variant: str) -> str | None:
+    """The grid points a variant's seeds chose, as text ('same for every seed' collapses)."""
+    mine = [r for r in chosen if r["variant"] == variant and r.get("chosen_from", 1) > 1]
+    if not mine:
+        return None
+    texts = [" ".join(r.get("point") or []) for r in mine]
+    if len(set(texts)) == 1:
+        return texts[0]
+    return "; ".join(f"s{r['seed']}: {t}" for r, t in zip(mine, texts))
+
+
 def metric_names(runs: list[dict], wanted: list[str] | None) -> list[str]:
     """The columns: ``wanted``, or every numeric metric of the runs (first seen first), then speed."""
     if wanted:
@@ -89,14 +132,19 @@ def _num(x) -> str | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else format_float(float(x))
 
 
-def display_rows(table: list[dict], metrics: list[str], reference: str | None = None) -> list[dict]:
-    """The table as text cells: 'mean +- std' and '+diff (verdict)'."""
+def display_rows(table: list[dict], metrics: list[str], reference: str | None = None,
+                 chosen: list[dict] | None = None, select: str = "val") -> list[dict]:
+    """The table as text cells: 'mean +- std' and '+diff (verdict)'; with a sweep, the grid
+    point each variant chose and how ('chosen on val', or 'CHOSEN ON TEST')."""
     show_failed = any(r["failed"] for r in table)
     out = []
     for r in table:
         row = {"variant": r["variant"] + (" (ref)" if r["variant"] == reference else ""), "seeds": r["seeds"]}
         if show_failed:
             row["failed"] = r["failed"]
+        point = chosen_points(chosen or [], r["variant"])
+        if point is not None:
+            row["chosen on val" if select == "val" else "CHOSEN ON TEST"] = point
         for m in metrics:
             mean, std = _num(r[m]), _num(r[f"{m} std"])
             row[m] = None if mean is None else mean if std is None else f"{mean} +- {std}"
@@ -127,5 +175,6 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def flat_run(r: dict) -> dict:
-    return {"variant": r["variant"], "seed": r["seed"], "status": r["status"], **r["metrics"],
-            "error": r["error"], "run_dir": r["run_dir"]}
+    return {"variant": r["variant"], "seed": r["seed"], "point": " ".join(r.get("point") or []) or None,
+            "status": r["status"], "val": _selection_value(r), **r["metrics"], "error": r["error"],
+            "run_dir": r["run_dir"]}

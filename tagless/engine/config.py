@@ -9,12 +9,13 @@ from tagless.errors import TaglessError
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | lars | adamw
+    name: str = "sgd"  # sgd | lars | adam (L2 in the gradient, Cole et al.'s) | adamw (decoupled decay)
     lr_per_256: float = 0.03  # lr = lr_per_256 * global_batch / 256 (the linear scaling rule)
+    lr: float = 0.0  # an absolute lr whatever the batch (Cole et al.'s grids); 0 = from lr_per_256
     momentum: float = 0.9
     nesterov: bool = False  # sgd: Nesterov momentum (paper 001's recipe)
     weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)  # adamw
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
     lars_eta: float = 0.02  # LARS trust coefficient
     exclude_bias_and_norm: bool = False  # no weight decay / LARS adaptation on biases and norms
     schedule: str = "cosine"  # cosine | constant | step
@@ -24,12 +25,21 @@ class OptimConfig:
     step_gamma: float = 0.1
 
     def validate(self) -> None:
-        if self.name not in ("sgd", "lars", "adamw"):
-            raise TaglessError(f"optim.name: expected sgd, lars or adamw, got {self.name!r}")
+        if self.name not in ("sgd", "lars", "adam", "adamw"):
+            raise TaglessError(f"optim.name: expected sgd, lars, adam or adamw, got {self.name!r}")
         if self.schedule not in ("cosine", "constant", "step"):
             raise TaglessError(f"optim.schedule: expected cosine, constant or step, got {self.schedule!r}")
         if self.lr_per_256 <= 0:
             raise TaglessError("optim.lr_per_256: must be > 0")
+        if self.lr < 0:
+            raise TaglessError(f"optim.lr: must be >= 0 (0 = from lr_per_256), got {self.lr}")
+
+    def base_lr(self, global_batch: int) -> float:
+        """The peak lr: ``lr`` when set, else ``lr_per_256 x global_batch / 256``."""
+        return self.lr if self.lr > 0 else self.lr_per_256 * global_batch / 256
+
+
+SELECT_METRICS = ("auto", "none", "knn_top1", "map_class", "map_sample", "pseudo_nmi")
 
 
 @dataclass
@@ -49,6 +59,10 @@ class TrainConfig:
     knn_temperature: float = 0.07
     knn_max_bank: int = 50000  # subsample the bank for speed (0 = all)
     tensorboard: bool = False
+    # checkpoints/best.pt: the epoch whose monitor number on the VALIDATION split (labels.val_fraction)
+    # is best, never the test split: auto (map_class for multi-label, knn_top1 for single labels) |
+    # knn_top1 | map_class | map_sample | pseudo_nmi | none. Needs the monitor (knn_every_epochs >= 1).
+    select_metric: str = "auto"
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "checkpoint_every_steps", "log_every_steps", "knn_k"):
@@ -59,6 +73,9 @@ class TrainConfig:
                 raise TaglessError(f"train.{key} must be >= 0, got {getattr(self, key)}")
         if self.knn_temperature <= 0 or self.grad_clip_norm < 0:
             raise TaglessError("train.knn_temperature must be > 0 and train.grad_clip_norm >= 0")
+        if self.select_metric not in SELECT_METRICS:
+            raise TaglessError(f"train.select_metric: expected one of {', '.join(SELECT_METRICS)}, "
+                               f"got {self.select_metric!r}")
         for key in ("amp", "channels_last"):
             if getattr(self, key) not in ("auto", "on", "off", "bf16"):
                 raise TaglessError(f"train.{key}: unexpected value {getattr(self, key)!r}")

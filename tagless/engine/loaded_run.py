@@ -22,6 +22,7 @@ from tagless.engine.run_config import RunConfig, config_from_dict
 from tagless.errors import TaglessError
 
 LAST = Path("checkpoints") / "last.pt"
+BEST = Path("checkpoints") / "best.pt"  # chosen on the validation split (train.select_metric)
 
 
 @dataclass
@@ -71,11 +72,12 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu", data_path: str | None = None,
-             data_overrides: list[str] = ()) -> LoadedRun:
-    """Read ``RUN_DIR/checkpoints/last.pt`` once. ``data_path`` / ``data_overrides`` replace or
-    amend the data section stored in the checkpoint (see :func:`data_config_for`)."""
+             data_overrides: list[str] = (), which: str = "last") -> LoadedRun:
+    """Read ``RUN_DIR/checkpoints/last.pt`` (``which="best"``: best.pt, the epoch chosen on the
+    validation split) once. ``data_path`` / ``data_overrides`` replace or amend the data section
+    stored in the checkpoint (see :func:`data_config_for`)."""
     run_dir = Path(run_dir).absolute()
-    path = run_dir / LAST
+    path = run_dir / (BEST if which == "best" else LAST)
     ckpt = load_checkpoint(path, map_location="cpu")
     backbone = backbone_from_checkpoint(ckpt, path, device)
     config = config_from_dict(ckpt["config"])

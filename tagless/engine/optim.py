@@ -1,4 +1,4 @@
-"""Optimisers (SGD, LARS, AdamW) and per-iteration learning-rate schedules.
+"""Optimisers (SGD, LARS, Adam, AdamW) and per-iteration learning-rate schedules.
 
 Schedules are plain arrays indexed by the global step, so they are easy to test and resume.
 """
@@ -64,7 +64,7 @@ def build_optimizer(cfg: OptimConfig, param_groups: list[dict], global_batch: in
     (its own, instead of ``cfg.weight_decay``) and ``fixed_lr`` (no schedule: SimSiam's
     predictor). With ``cfg.exclude_bias_and_norm`` biases and norm weights get no weight decay
     and no LARS adaptation."""
-    lr = cfg.lr_per_256 * global_batch / 256
+    lr = cfg.base_lr(global_batch)
     groups = []
     for group in param_groups:
         unknown = set(group) - {"params", *GROUP_KEYS}
@@ -88,6 +88,8 @@ def build_optimizer(cfg: OptimConfig, param_groups: list[dict], global_batch: in
                                nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.name == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, eta=cfg.lars_eta)
+    if cfg.name == "adam":  # Adam with L2 in the gradient (Cole et al.'s optimiser; set weight_decay=0 for none)
+        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
@@ -137,9 +139,10 @@ class ScheduledOptimizers:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedules: dict[str, np.ndarray] = {}
         for name, groups, overrides in specs:
-            if "lr" in overrides:  # an absolute lr, whatever the batch: lr_per_256 that gives it
-                overrides = {**overrides, "lr_per_256": overrides["lr"] * 256 / global_batch}
-                del overrides["lr"]
+            if "lr" in overrides:  # an absolute lr, whatever the batch
+                overrides = {**overrides, "lr_per_256": overrides["lr"] * 256 / global_batch, "lr": 0.0}
+            elif "lr_per_256" in overrides:  # its own scaled lr, not the run's absolute optim.lr
+                overrides = {**overrides, "lr": 0.0}
             try:
                 own = dataclasses.replace(cfg, **overrides)
             except TypeError as e:

@@ -50,7 +50,10 @@ class TrainResult:
     wall_s: float
     history: list[dict] = field(default_factory=list)
     monitor: dict = field(default_factory=dict)  # the last online-monitor numbers
-    test: dict = field(default_factory=dict)  # a classifier's final numbers on the test split (%)
+    test: dict = field(default_factory=dict)  # a classifier's numbers on the test split (%), selected epoch
+    # best.pt: {"metric", "epoch", "value"} of the epoch chosen on the validation split (empty: none)
+    selection: dict = field(default_factory=dict)
+    test_last: dict = field(default_factory=dict)  # the last epoch's test numbers, when another was selected
 
 
 def step_generator(seed: int, rank: int, step: int, device: torch.device) -> torch.Generator:
@@ -87,6 +90,7 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.run_dir = cfg.run_dir
         self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        self.best_path = self.run_dir / "checkpoints" / "best.pt"
         self.progress = progress and dist.is_main()
         if self.ckpt_path.exists() and not resume:
             raise TaglessError(f"{self.run_dir} already holds a run: pass --resume to continue it "
@@ -101,6 +105,8 @@ class Trainer:
         self.test_set = build_dataset(cfg.data, "test") if cfg.train.knn_every_epochs or classifier else None
         # The monitor watches the clean validation carve-out when there is one, else the test split.
         self.held_out = (self.val_set or self.test_set) if cfg.train.knn_every_epochs else None
+        self.select = self._select_metric()
+        self.best: dict = {}  # {"metric", "epoch", "value"} of best.pt
         try:
             self.sampler = EpochSampler(len(self.train_set), cfg.train.batch_size, cfg.seed, self.rank, self.world)
         except ValueError as e:
@@ -137,6 +143,18 @@ class Trainer:
         self._first_bad = self._never.clone()
         self._step_on_device = torch.zeros((), dtype=torch.long, device=self.device)
 
+    def _select_metric(self) -> str | None:
+        """The monitor key best.pt is chosen by: only on a validation split, never on test."""
+        cfg = self.cfg.train
+        if self.val_set is None or cfg.select_metric == "none":
+            return None
+        if not cfg.knn_every_epochs:
+            raise TaglessError("train.select_metric chooses best.pt by the monitor on the validation split: set "
+                               "train.knn_every_epochs >= 1, or train.select_metric=none")
+        if cfg.select_metric != "auto":
+            return cfg.select_metric
+        return "knn_top1" if self.val_set.label_kind == "single" else "map_class"
+
     def _channels_last(self) -> bool:
         mode = self.cfg.train.channels_last
         return mode == "on" or (mode == "auto" and self.device.type == "cuda")
@@ -154,6 +172,7 @@ class Trainer:
             "epoch": self.step // self.steps_per_epoch,
             "config": config_io.to_dict(self.cfg),
             "history": json.dumps(self.history),
+            "selection": json.dumps(self.best),
         }
 
     def save(self) -> None:
@@ -169,6 +188,7 @@ class Trainer:
         self.optimizers.load_state_dict(ckpt["optimizers"] if "optimizers" in ckpt else {"main": ckpt["optimizer"]})
         self.step = int(ckpt["step"])
         self.history = json.loads(ckpt.get("history", "[]"))
+        self.best = json.loads(ckpt.get("selection", "{}"))
 
     # ---- the loop ----------------------------------------------------------------------
     def fetch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -257,12 +277,12 @@ class Trainer:
             done = [h for h in self.history if any(k in h for k in MONITOR_KEYS)]
             last_monitor = {k: v for k, v in done[-1].items() if k in MONITOR_KEYS} if done else {}
         images_seen = (self.step - steps.start) * cfg.train.batch_size
-        test = self.test_numbers()
+        test, test_last = self.test_numbers()
         return TrainResult(
             run_dir=self.run_dir, steps=self.step, epochs=self.step // self.steps_per_epoch,
             final_loss=shown.get("loss", math.nan), knn_top1=last_monitor.get("knn_top1"),
             images_per_s=images_seen / wall if wall > 0 else 0.0, wall_s=wall, history=self.history,
-            monitor=last_monitor, test=test,
+            monitor=last_monitor, test=test, selection=dict(self.best), test_last=test_last,
         )
 
     def _loop(self, steps: range, prefetch: Prefetcher | None, log: MetricsLog, bar) -> tuple[dict, dict]:
@@ -301,6 +321,10 @@ class Trainer:
         every = self.cfg.train.knn_every_epochs
         numbers = self.evaluate() if every and epoch % every == 0 else {}
         record.update(numbers)
+        if self.select and self.select in numbers and (not self.best or numbers[self.select] > self.best["value"]):
+            self.best = {"metric": self.select, "epoch": epoch, "value": numbers[self.select]}
+            if dist.is_main():  # the model to keep: no optimiser state, not for --resume
+                save_atomic({k: v for k, v in self.state().items() if k != "optimizers"}, self.best_path)
         if record:
             log.write({"step": self.step, "epoch": epoch, "split": "eval", **record})
             self.history.append({"epoch": epoch, "loss": shown.get("loss"), **record})
@@ -308,19 +332,31 @@ class Trainer:
                             refresh=False)
         return numbers
 
-    def test_numbers(self) -> dict[str, float]:
-        """A classifier's (``class_scores``) numbers on the test split, written to test.json
-        (and its logits to test_scores.npz, for the report and ``tagless compare``)."""
+    def test_numbers(self) -> tuple[dict[str, float], dict[str, float]]:
+        """A classifier's (``class_scores``) numbers on the test split, of the epoch chosen on the
+        validation split when there is one (best.pt), and of the last epoch when that differs;
+        written to test.json (and the selected logits to test_scores.npz, for the report and
+        ``tagless compare``)."""
         if self.test_set is None or hook(self.method, "class_scores") is None:
-            return {}
+            return {}, {}
         from tagless.engine.classifier_eval import save_test_scores, score_numbers, test_scores
 
         scores, targets = test_scores(self.method, self.test_set, self.cfg, self.device)
-        numbers = score_numbers(scores, targets, self.test_set, self.cfg)
+        numbers, last = score_numbers(scores, targets, self.test_set, self.cfg), {}
+        epochs = self.step // self.steps_per_epoch
+        if self.best and self.best["epoch"] != epochs and self.best_path.is_file():
+            last = numbers
+            self.method.load_state_dict(load_checkpoint(self.best_path, map_location=self.device)["method"])
+            scores, targets = test_scores(self.method, self.test_set, self.cfg, self.device)
+            numbers = score_numbers(scores, targets, self.test_set, self.cfg)
         if dist.is_main():
-            (self.run_dir / "test.json").write_text(json.dumps(numbers, indent=2))
+            record = dict(numbers)
+            if self.best:
+                record.update(selected_epoch=self.best["epoch"], select_metric=self.best["metric"],
+                              select_value=self.best["value"], last_epoch=epochs, last_epoch_test=last or numbers)
+            (self.run_dir / "test.json").write_text(json.dumps(record, indent=2))
             save_test_scores(self.run_dir, scores, targets)
-        return numbers
+        return numbers, last
 
     def evaluate(self) -> dict[str, float]:
         """The online monitor (kNN top-1, mAP@class or pseudo-label NMI, by label kind)."""

@@ -1,7 +1,9 @@
 """``tagless report RUN_DIR``: evaluate a run's last checkpoint the way the papers do and
 write ``report.html`` (training curves, kNN / linear tables, t-SNE, confusion matrix; for
 multi-label data per-class AP bars and score histograms; a classifier's own scores, a
-self-labelling run's clusters, MLS's neighbours) plus ``results.json``.
+self-labelling run's clusters, MLS's neighbours) plus ``results.json``. A self-labelling run's
+page opens with its labels (NMI, the cluster grid); its cluster sizes and per-head solver
+curves sit folded near the end.
 
 The checkpoint is read once and each split built once (:class:`tagless.engine.loaded_run.
 LoadedRun`); every section gets that one object."""
@@ -15,13 +17,20 @@ import numpy as np
 
 from tagless.device import resolve_device
 from tagless.engine.checkpoint_features import dataset_features
-from tagless.engine.loaded_run import LAST, LoadedRun, load_run
+from tagless.engine.loaded_run import BEST, LAST, LoadedRun, load_run
 from tagless.errors import TaglessError
 from tagless.eval.scoring import score_multilabel, score_single_label
 from tagless.report.classifier import classifier_sections
 from tagless.report.clusters import cluster_sections
 from tagless.report.neighbours import neighbour_sections
-from tagless.report.report import multilabel_section, report_dir, single_label_section, training_section, write_report
+from tagless.report.report import (
+    multilabel_section,
+    report_dir,
+    single_label_section,
+    solver_section,
+    training_section,
+    write_report,
+)
 
 MULTI_KINDS = ("multi", "partial", "single_positive")
 
@@ -54,12 +63,21 @@ def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k
     sections = [training_section(run_dir)]
     rows: list[dict] = []
     if (run_dir / LAST).is_file():
-        run = load_run(run_dir, resolve_device(device))
+        best = (run_dir / BEST).is_file()  # the model the run keeps: chosen on the validation split
+        run = load_run(run_dir, resolve_device(device), which="best" if best else "last")
         out_dir = report_dir(run_dir)
+        if best:
+            sections.append({"title": "Checkpoint", "text": f"Evaluated: checkpoints/best.pt, epoch "
+                             f"{run.checkpoint.get('epoch')}, chosen by the validation split "
+                             f"(train.select_metric); last.pt holds the last epoch."})
+        # a self-labelling run leads with what it learnt (label NMI, the cluster grid)
+        clusters = cluster_sections(run, out_dir)
+        sections = [s for s in clusters if not s.get("folded")] + sections
         section, rows = feature_section(run, out_dir, k, temperature)
         sections += [section] if section is not None else []
         sections += classifier_sections(run, out_dir, cams=cams)
-        sections += cluster_sections(run, out_dir) + neighbour_sections(run, out_dir)
+        sections += [s for s in clusters if s.get("folded")] + neighbour_sections(run, out_dir)
+    sections += solver_section(run_dir)  # SeLa's per-head Sinkhorn curves, folded, last
     path = write_report(run_dir, sections, embed=embed)
     (run_dir / "results.json").write_text(json.dumps({"evaluations": rows}, indent=2, default=float))
     return {"report": str(path), "results": rows}
