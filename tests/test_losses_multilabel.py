@@ -12,16 +12,19 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tagless.config_io import from_dict
 from tagless.errors import TaglessError
 from tagless.eval.multilabel import map_class
+from tagless.losses.large_loss import large_loss_entries, ll_cp, ll_cp_corrections, ll_ct, ll_r, rejection_rate
 from tagless.losses.multilabel import asl, sample_wise, splc, two_way
 from tagless.losses.registry import LOSS_CONFIGS, LOSSES, NEEDS, EnSclConfig, LossConfig
 from tagless.losses.single_positive import consistency, expected_negatives, role
 
 NAMES = ["bce", "focal", "asl", "two_way", "sample_wise", "class_wise", "two_way_margin", "warp", "rml", "an",
-         "an_ls", "wan", "epr", "role", "en", "hill", "splc", "en_cl", "en_scl"]
+         "an_ls", "wan", "epr", "role", "en", "hill", "splc", "en_cl", "en_scl", "ll_r", "ll_ct", "ll_cp"]
+LARGE_LOSS = ("ll_r", "ll_ct", "ll_cp")
 
 X = [[1.2, -0.7, 0.3, -2.0],
      [-0.4, 0.9, -1.5, 0.2],
@@ -321,6 +324,42 @@ def ref_en_scl(unknown="negative", scl_weight=1.0, distance="l2"):
     return ref_en(unknown) + scl_weight * sum(d) / len(d)
 
 
+def ref_large_loss(unknown, epoch, delta_rel, delta_max=1.0, schedule="linear", rate_of="unobserved",
+                   reduction="mean", correct=False):
+    """Kim et al.: AN's BCE; from the second epoch the ceil(delta n) unobserved entries with the
+    largest AN loss -log(1 - p) are rejected (0) or get -log p; delta = min(delta_max, delta_rel t)
+    (linear) or min(delta_max, delta_rel) (constant), n = the unobserved count or B x C."""
+    rate = 0.0 if epoch == 0 else min(delta_max, delta_rel * epoch if schedule == "linear" else delta_rel)
+    unobserved = sorted(((nlog_1mp(x), i, c) for i, c, x, y, k in entries(unknown) if y == -1 and k), reverse=True)
+    n = len(unobserved) if rate_of == "unobserved" else len(X) * len(X[0])
+    large = {(i, c) for _, i, c in unobserved[:math.ceil(round(rate * n, 9))]}
+    tot = cnt = 0
+    for i, c, x, _, k in entries(unknown):
+        if k:
+            if (i, c) in large:
+                tot += nlog_p(x) if correct else 0.0
+            else:
+                tot += nlog_p(x) if k == "pos" else nlog_1mp(x)
+            cnt += 1
+    return tot if reduction == "sum" else mean_of(tot, cnt)
+
+
+# the hand batch's 9 unknowns at rate 0.4 (epoch 2 x 0.2): the 4 largest, logits 1.15, 0.9, 0.8, 0.3
+LL_STATE = {"epoch": 2, "delta_rel": 0.2}
+
+
+def ref_ll_r(unknown="negative", epoch=2, delta_rel=0.2, **kw):
+    return ref_large_loss(unknown, epoch, delta_rel, **kw)
+
+
+def ref_ll_ct(unknown="negative", epoch=2, delta_rel=0.2, **kw):
+    return ref_large_loss(unknown, epoch, delta_rel, correct=True, **kw)
+
+
+def ref_ll_cp(unknown="negative", epoch=2, delta_rel=0.2, schedule="constant", **kw):
+    return ref_large_loss(unknown, epoch, delta_rel, schedule=schedule, correct=True, **kw)
+
+
 REFS = {n: globals()[f"ref_{n}"] for n in NAMES}
 
 
@@ -333,6 +372,7 @@ def state_kwargs(name):
         "en_cl": {"negatives": torch.tensor(NEG), "ema_scores": torch.tensor(EMA)},
         "en_scl": {"negatives": torch.tensor(NEG), "cam_logits": torch.tensor(CAM),
                    "heatmap_target": torch.tensor(HEAT)},
+        **dict.fromkeys(LARGE_LOSS, LL_STATE),
     }.get(name, {})
 
 
@@ -464,6 +504,8 @@ def _grad_inputs(name, x, y, g):
         extra.append(kw["cam_logits"])
     if name == "splc":
         kw["epoch"] = 3
+    if name in LARGE_LOSS:
+        kw["epoch"], kw["delta_rel"] = 3, 0.3
     return kw, extra
 
 
@@ -532,9 +574,15 @@ def _train(name, steps=200):
 
     start = map_class(forward()[0].detach(), full)
     ema, heat, negatives = None, None, None
+    corrected = torch.zeros_like(targets, dtype=torch.bool)
     for step in range(steps):
         logits, cams = forward()
         kw = {}
+        if name in LARGE_LOSS:
+            kw["epoch"] = step // 25
+        if name == "ll_cp":  # the permanent corrections are positive labels from then on
+            targets = torch.where(corrected, torch.ones_like(single), single)
+            corrected |= ll_cp_corrections(logits, targets, epoch=kw["epoch"])
         if name in ("epr", "role"):
             kw["expected_positives"] = k
         if name == "role":
@@ -652,6 +700,101 @@ def ref_splc_row(xs, ys, switched, tau=0.6, m=1.0):
     return tot / len(xs)
 
 
+# ---- large-loss rejection and correction (Kim et al., CVPR 2022) --------------------------
+
+# A positive with a large loss (-5.0), an observed negative with the largest loss (4.0), and 5
+# unobserved entries: logits -1.0, 0.5 (row 0) and 0.1, -2.0, 1.0 (row 1).
+LL_X = [[-5.0, -1.0, 0.5, 4.0], [0.1, 3.0, -2.0, 1.0]]
+LL_Y = [[1, -1, -1, 0], [-1, 1, -1, -1]]
+
+
+def test_large_loss_by_hand():
+    """Epoch 2 at delta_rel 0.2: rate 0.4 of the 5 unobserved entries = 2 entries, the logits
+    1.0 (row 1) and 0.5 (row 0); the positive and the observed negative keep their loss."""
+    x, y = torch.tensor(LL_X), torch.tensor(LL_Y)
+    kept = nlog_p(-5.0) + nlog_1mp(-1.0) + nlog_1mp(4.0) + nlog_1mp(0.1) + nlog_p(3.0) + nlog_1mp(-2.0)
+    want_mask = [[False, False, True, False], [False, False, False, True]]
+    assert large_loss_entries(x, y, 0.4).tolist() == want_mask
+    assert ll_r(x, y, epoch=2, delta_rel=0.2).item() == pytest.approx(kept / 8, rel=1e-6)
+    corrected = kept + nlog_p(0.5) + nlog_p(1.0)
+    assert ll_ct(x, y, epoch=2, delta_rel=0.2).item() == pytest.approx(corrected / 8, rel=1e-6)
+    assert ll_ct(x, y, epoch=2, delta_rel=0.2, reduction="sum").item() == pytest.approx(corrected, rel=1e-6)
+    # LL-Cp, constant schedule: rate 0.4 from epoch 1 on, whatever the epoch
+    for epoch in (1, 2, 7):
+        assert ll_cp(x, y, epoch=epoch, delta_rel=0.4).item() == pytest.approx(corrected / 8, rel=1e-6)
+        assert ll_cp_corrections(x, y, epoch=epoch, delta_rel=0.4).tolist() == want_mask
+    # delta_max caps the rate: 0.2 of 5 = the single largest (1.0); 0.5 keeps its loss
+    capped = ll_r(x, y, epoch=2, delta_rel=0.2, delta_max=0.2).item()
+    assert capped == pytest.approx((kept + nlog_1mp(0.5)) / 8, rel=1e-6)
+    # the official count, ceil(0.4 x B x C) = 4 of the unobserved entries: 1.0, 0.5, 0.1, -1.0
+    batch = nlog_p(-5.0) + nlog_1mp(4.0) + nlog_p(3.0) + nlog_1mp(-2.0)
+    assert large_loss_entries(x, y, 0.4, rate_of="batch").tolist() == [[False, True, True, False],
+                                                                        [True, False, False, True]]
+    assert ll_r(x, y, epoch=2, delta_rel=0.2, rate_of="batch").item() == pytest.approx(batch / 8, rel=1e-6)
+    # ceil: rate 0.5 of 5 unobserved = 2.5 -> 3 entries
+    assert int(large_loss_entries(x, y, 0.5).sum()) == 3
+
+
+@pytest.mark.parametrize("unknown", ["negative", "ignore"])
+@pytest.mark.parametrize("name", LARGE_LOSS)
+def test_large_loss_matches_the_rule_on_the_hand_batch_at_every_rate(name, unknown):
+    for epoch, delta_rel, rate_of in itertools.product((0, 1, 3), (0.05, 0.2, 0.5), ("unobserved", "batch")):
+        got = _value(name, unknown=unknown, epoch=epoch, delta_rel=delta_rel, rate_of=rate_of).item()
+        want = REFS[name](unknown=unknown, epoch=epoch, delta_rel=delta_rel, rate_of=rate_of)
+        assert got == pytest.approx(want, rel=2e-5, abs=1e-6), (epoch, delta_rel, rate_of)
+
+
+@pytest.mark.parametrize("name", LARGE_LOSS)
+def test_large_loss_first_epoch_is_an(name):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 5, generator=g) * 3
+    y = torch.randint(-1, 2, (6, 5), generator=g)
+    for delta_rel in (0.002, 0.5, 1.0):
+        assert torch.equal(LOSSES[name](x, y, epoch=0, delta_rel=delta_rel), LOSSES["an"](x, y))
+    assert not torch.equal(LOSSES[name](x, y, epoch=1, delta_rel=0.5), LOSSES["an"](x, y))
+
+
+@pytest.mark.parametrize("name", LARGE_LOSS)
+def test_large_loss_never_touches_observed_labels(name):
+    """At rate 1 every unobserved entry is rejected or corrected; the gradients at observed
+    positives and negatives are AN's all the same."""
+    g = torch.Generator().manual_seed(11)
+    x = (torch.randn(8, 6, generator=g) * 4).requires_grad_()
+    y = torch.randint(-1, 2, (8, 6), generator=g)
+    observed = y >= 0
+    (g_ll,) = torch.autograd.grad(LOSSES[name](x, y, epoch=5, delta_rel=1.0), x)
+    (g_an,) = torch.autograd.grad(LOSSES["an"](x, y), x)
+    torch.testing.assert_close(g_ll[observed], g_an[observed])
+    large = large_loss_entries(x, y, 1.0)
+    assert torch.equal(large, y < 0)
+    p = torch.sigmoid(x.detach())
+    want = torch.zeros_like(p) if name == "ll_r" else (p - 1) / y.numel()  # d(-log p)/dx = p - 1
+    torch.testing.assert_close(g_ll[y < 0], want[y < 0])
+
+
+def test_rejection_rate_schedule():
+    assert [rejection_rate(t, 0.002) for t in range(4)] == pytest.approx([0, 0.002, 0.004, 0.006])
+    assert [rejection_rate(t, 0.3, 0.5) for t in range(4)] == pytest.approx([0, 0.3, 0.5, 0.5])
+    assert [rejection_rate(t, 0.001, schedule="constant") for t in range(3)] == pytest.approx([0, 0.001, 0.001])
+    with pytest.raises(TaglessError):
+        rejection_rate(1, 0.1, schedule="step")
+    with pytest.raises(TaglessError):
+        ll_r(torch.zeros(1, 2), torch.tensor([[1, -1]]), delta_rel=1.5)
+
+
+def test_ll_cp_config_gives_the_entries_its_loss_corrects():
+    cfg = from_dict(_Run, {"loss": {"name": "ll_cp", "delta_rel": 0.2, "rate_of": "batch"}}).loss
+    x, y = torch.tensor(LL_X), torch.tensor(LL_Y)
+    fix = cfg.corrections(x, y, epoch=1)
+    assert torch.equal(fix, large_loss_entries(x, y, 0.2, rate_of="batch"))  # ceil(1.6) = 2 entries
+    assert int(fix.sum()) == 2 and not (fix & (y >= 0)).any()
+    assert cfg.needs == ("epoch", "corrections") and not cfg.corrections(x, y, epoch=0).any()
+    # the loss of the step is LL-Ct's on exactly those entries
+    per = torch.where(y == 1, -F.logsigmoid(x), -F.logsigmoid(-x))
+    per = torch.where(fix, -F.logsigmoid(x), per)
+    assert LOSSES["ll_cp"](x, y, epoch=1, **cfg.function_kwargs()).item() == pytest.approx(per.mean().item())
+
+
 # ---- config -------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -682,6 +825,11 @@ def test_loss_config_loads_the_named_dataclass():
     {"name": "role", "label_lr_scale": -1.0},
     {"name": "epr", "expected_positives": -2.0},
     {"name": "en", "ema_start": "later"},
+    {"name": "ll_r", "delta_rel": 2.0},
+    {"name": "ll_ct", "delta_max": -0.1},
+    {"name": "ll_ct", "rate_of": "all"},
+    {"name": "ll_cp", "schedule": "step"},
+    {"name": "ll_r", "schedule": "constant"},  # LL-R's schedule is the paper's
 ])
 def test_loss_config_rejects_bad_values(bad):
     with pytest.raises(TaglessError) as err:

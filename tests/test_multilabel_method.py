@@ -233,6 +233,52 @@ def test_en_diagnostics_against_counts():
     assert set(plain.epoch_logs()) == {"expected_negative_share"}
 
 
+def test_ll_cp_corrections_persist_and_travel_with_the_checkpoint(monkeypatch):
+    """LL-Cp at delta_rel 0.2: epoch 0 corrects nothing; at epoch 1 the ceil(0.2 x 12) = 3
+    unobserved entries of the batch with the largest logits become positive labels, seen as 1
+    by every later step and carried by state_dict."""
+    n, c = 12, 5
+    clean = (np.random.default_rng(1).random((n, c)) < 0.4).astype(np.int8)
+    method, data = tiny_method(["loss.name=ll_cp", "loss.delta_rel=0.2"], n=n, c=c, clean=clean)
+    l0, l1, l2 = _three_visits(c)[:3]
+    _feed(method, data, [3, 4, 5], l0, epoch=0)
+    assert not method.corrected.any()
+    _feed(method, data, [3, 4, 5], l1, epoch=1)
+    obs = data.targets.numpy()[[3, 4, 5]]
+    ranked = sorted(((float(l1[i, j]), i, j) for i in range(3) for j in range(c) if obs[i, j] < 0), reverse=True)
+    want = np.zeros((n, c), bool)
+    for _, i, j in ranked[:3]:
+        want[3 + i, j] = True
+    assert np.array_equal(method.corrected.numpy(), want)
+    seen = {}
+    real = method.loss_fn
+
+    def spy(logits, targets, **kw):
+        seen["targets"] = targets.clone()
+        return real(logits, targets, **kw)
+
+    monkeypatch.setattr(method, "loss_fn", spy)
+    _feed(method, data, [3, 4, 5], l2, epoch=1)
+    expected = np.where(want[[3, 4, 5]], 1, obs)
+    assert np.array_equal(seen["targets"].numpy(), expected)  # the stored corrections are positives now
+    # the 9 entries still unobserved: ceil(0.2 x 9) = 2 more, by l2's logits; the first 3 stay
+    ranked = sorted(((float(l2[i, j]), i, j) for i in range(3) for j in range(c) if expected[i, j] < 0), reverse=True)
+    for _, i, j in ranked[:2]:
+        want[3 + i, j] = True
+    assert np.array_equal(method.corrected.numpy(), want) and want.sum() == 5
+    fresh, _ = tiny_method(["loss.name=ll_cp", "loss.delta_rel=0.2"], n=n, c=c, clean=clean)
+    fresh.load_state_dict(method.state_dict())
+    assert torch.equal(fresh.corrected, method.corrected)
+    monkeypatch.setattr(fresh, "loss_fn", spy)
+    _feed(fresh, data, [3, 4, 5], l0, epoch=0)  # epoch 0 adds nothing: the targets are the stored ones
+    assert np.array_equal(seen["targets"].numpy(), np.where(method.corrected.numpy()[[3, 4, 5]], 1, obs))
+    fixed = method.corrected.numpy()
+    truth = data.clean_targets.numpy()
+    logs = method.epoch_logs()
+    assert float(logs["ll_corrected_share"]) == pytest.approx(100 * fixed.sum() / (data.targets.numpy() < 0).sum())
+    assert float(logs["ll_correction_precision"]) == pytest.approx(100 * (truth[fixed] == 1).mean())
+
+
 def test_scl_target_is_the_store_sampled_through_the_crop(monkeypatch):
     """en_scl gets the store sampled through this view's box and flip, before the step's update."""
     method, data = tiny_method(["loss.name=en_scl", "loss.warmup_epochs=0", "loss.heatmap_dtype=float16",

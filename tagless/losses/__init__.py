@@ -5,6 +5,7 @@ variants of ``tagless compare``); the self-supervised losses are composed by the
 """
 
 from tagless.losses.contrastive import contrastive_accuracy, info_nce, negative_cosine
+from tagless.losses.large_loss import large_loss_entries, ll_cp, ll_cp_corrections, ll_ct, ll_r, rejection_rate
 from tagless.losses.logo import critic_objective, derangement, local_local, moco_logo_loss, simsiam_logo_loss
 from tagless.losses.mls import knn_softmax, mls_bce, mls_bce_pos, topk_positives
 from tagless.losses.multilabel import (
@@ -38,6 +39,7 @@ from tagless.losses.swav import swav_loss
 
 __all__ = ["LOSSES", "LOSS_CONFIGS", "LossConfig", "an", "an_ls", "asl", "bce", "class_wise", "consistency",
            "contrastive_accuracy", "critic_objective", "derangement", "en", "en_cl", "en_scl", "epr",
-           "expected_negatives", "focal", "hill", "info_nce", "knn_softmax", "local_local", "mls_bce", "mls_bce_pos",
-           "moco_logo_loss", "negative_cosine", "rml", "role", "sample_wise", "simsiam_logo_loss",
+           "expected_negatives", "focal", "hill", "info_nce", "knn_softmax", "large_loss_entries", "ll_cp",
+           "ll_cp_corrections", "ll_ct", "ll_r", "local_local", "mls_bce", "mls_bce_pos", "moco_logo_loss",
+           "negative_cosine", "rejection_rate", "rml", "role", "sample_wise", "simsiam_logo_loss",
            "spatial_consistency", "splc", "swav_loss", "topk_positives", "two_way", "two_way_margin", "wan", "warp"]

@@ -16,7 +16,10 @@ state the method must build and pass itself:
   (``selection``) and CL takes ``ema_scores``; both are None during ``warmup_epochs``;
 - "heatmaps": per-image, per-class running heatmaps (``heatmap_*``) sampled through the
   view's crop as ``heatmap_target``, with the view's ``cam_logits``;
-- "epoch": the 0-based epoch (SPLC).
+- "epoch": the 0-based epoch (SPLC, the large-loss rejection rate);
+- "corrections": LL-Cp's permanently corrected labels, an N x C bool buffer: the method sets
+  those targets to 1 before the loss and adds ``cfg.corrections(logits, targets, epoch)``
+  after every step.
 
 ``loss: {name: en_scl, scl_weight: 0.5}`` reads as ``EnSclConfig(scl_weight=0.5)``.
 """
@@ -32,6 +35,7 @@ from typing import ClassVar
 
 from tagless.config_io import TaggedUnion
 from tagless.errors import TaglessError
+from tagless.losses.large_loss import RATE_OF, SCHEDULES, ll_cp, ll_cp_corrections, ll_ct, ll_r
 from tagless.losses.multilabel import (
     REDUCTIONS,
     UNKNOWN_MODES,
@@ -64,13 +68,13 @@ LOSSES: dict[str, Callable] = {
     "bce": bce, "focal": focal, "asl": asl, "two_way": two_way, "sample_wise": sample_wise,
     "class_wise": class_wise, "two_way_margin": two_way_margin, "warp": warp, "rml": rml,
     "an": an, "an_ls": an_ls, "wan": wan, "epr": epr, "role": role, "en": en,
-    "hill": hill, "splc": splc, "en_cl": en_cl, "en_scl": en_scl,
+    "hill": hill, "splc": splc, "en_cl": en_cl, "en_scl": en_scl, "ll_r": ll_r, "ll_ct": ll_ct, "ll_cp": ll_cp,
 }
 
 # keyword arguments that carry the method's state, never taken from the config
 STATE_KWARGS = ("expected_positives", "label_logits", "negatives", "ema_scores", "cam_logits", "heatmap_target",
                 "epoch")
-NEEDS = ("ema", "heatmaps", "label_estimates", "epoch", "expected_positives")
+NEEDS = ("ema", "heatmaps", "label_estimates", "epoch", "expected_positives", "corrections")
 HEATMAP_DTYPES = ("uint8", "float16")
 EMA_STARTS = ("bias_correction", "first_visit", "restart")
 
@@ -429,10 +433,73 @@ class EnSclConfig(EnConfig):
                  "0 <= momentum < 1", self.heatmap_momentum)
 
 
+# ---- large-loss rejection and correction (Kim et al., CVPR 2022) ----------------------------
+
+@dataclass
+class _LargeLossConfig(LossConfig):
+    """Shared by LL-R, LL-Ct and LL-Cp (``losses/large_loss.py``): AN with the largest-loss
+    unobserved entries of each batch rejected or corrected from the second epoch on.
+
+    delta_rel: the rate's growth per epoch as a FRACTION (the paper's and official code's
+    ``--delta_rel`` is in percent: their 0.2 is our 0.002).
+    """
+
+    delta_rel: float = 0.002  # rate added per epoch, a fraction of the batch's unobserved entries (paper: 0.2 %)
+    delta_max: float = 1.0  # cap of the rate delta(t) = min(delta_max, delta_rel t); 1 = none (paper, code)
+    rate_of: str = "unobserved"  # unobserved (paper's R(t)) | batch (official code: ceil(delta B C) entries)
+    unknown: str = "negative"  # negative (AN, the method) | ignore (BCE on observed labels only)
+    reduction: str = "mean"  # mean (over B x C, official) | sum
+
+    needs: ClassVar[tuple[str, ...]] = ("epoch",)
+
+    def validate(self) -> None:
+        super().validate()
+        _require(_finite(self.delta_rel) and 0 <= self.delta_rel <= 1, "delta_rel", "0 <= delta_rel <= 1",
+                 self.delta_rel)
+        _require(_finite(self.delta_max) and 0 <= self.delta_max <= 1, "delta_max", "0 <= delta_max <= 1",
+                 self.delta_max)
+        _require(self.rate_of in RATE_OF, "rate_of", " or ".join(RATE_OF), self.rate_of)
+
+
+@dataclass
+class LlRConfig(_LargeLossConfig):
+    """LL-R: the large-loss unobserved entries are rejected (loss 0)."""
+
+    name: str = "ll_r"
+
+
+@dataclass
+class LlCtConfig(_LargeLossConfig):
+    """LL-Ct: the large-loss unobserved entries get target 1 for this step."""
+
+    name: str = "ll_ct"
+
+
+@dataclass
+class LlCpConfig(_LargeLossConfig):
+    """LL-Cp: the large-loss unobserved entries become positive labels for the rest of training
+    (a per-image N x C state of the method, carried by checkpoints)."""
+
+    name: str = "ll_cp"
+    delta_rel: float = 0.001  # rate per step from epoch 1 (constant) or its growth per epoch (linear); paper: 0.1 %
+    schedule: str = "constant"  # constant (official: delta_rel every step from epoch 1) | linear (as LL-R)
+
+    needs: ClassVar[tuple[str, ...]] = ("epoch", "corrections")
+
+    def validate(self) -> None:
+        super().validate()
+        _require(self.schedule in SCHEDULES, "schedule", " or ".join(SCHEDULES), self.schedule)
+
+    def corrections(self, logits, targets, epoch: int):
+        """The entries to correct permanently after this step (bool B x C)."""
+        return ll_cp_corrections(logits, targets, epoch=epoch, delta_rel=self.delta_rel, delta_max=self.delta_max,
+                                 schedule=self.schedule, rate_of=self.rate_of, unknown=self.unknown)
+
+
 LOSS_CONFIGS: dict[str, type] = {
     "bce": BceConfig, "focal": FocalConfig, "asl": AslConfig, "two_way": TwoWayConfig,
     "sample_wise": SampleWiseConfig, "class_wise": ClassWiseConfig, "two_way_margin": TwoWayMarginConfig,
     "warp": WarpConfig, "rml": RmlConfig, "an": AnConfig, "an_ls": AnLsConfig, "wan": WanConfig,
     "epr": EprConfig, "role": RoleConfig, "en": EnConfig, "hill": HillConfig, "splc": SplcConfig,
-    "en_cl": EnClConfig, "en_scl": EnSclConfig,
+    "en_cl": EnClConfig, "en_scl": EnSclConfig, "ll_r": LlRConfig, "ll_ct": LlCtConfig, "ll_cp": LlCpConfig,
 }

@@ -13,13 +13,16 @@ stateful losses read, all in buffers so that checkpoints and ``--resume`` carry 
 - ``heatmaps``: SCL's per-image, per-class heatmap store (:class:`HeatmapStore`), sampled
   through the view's crop box and flip and updated inside the crop, started as the EMA;
 - ``label_estimates``: ROLE's learnable label logits (Cole et al. 2021), trained by the main
-  optimiser at ``label_lr_scale`` times its lr, without weight decay.
+  optimiser at ``label_lr_scale`` times its lr, without weight decay;
+- ``corrections``: LL-Cp's permanently corrected labels (Kim et al. 2022), an N x C bool
+  buffer ``corrected``: those targets read 1 in every later step.
 
 Diagnostics (``epoch_logs``): the share of unknowns EN selects as negatives, the mean
 |sigmoid(z) - s| between the predictions and their EMA targets over the epoch's visits
 (``ema_gap``) and, when ``DataInfo.clean_targets`` holds the labels the label mode hid, EN's
 precision (``en_negative_precision``: share of its assumed negatives that are truly negative)
-and the recall of the hidden positives it leaves out (``en_hidden_positive_recall``).
+and the recall of the hidden positives it leaves out (``en_hidden_positive_recall``); for
+LL-Cp the share of unknowns corrected and, with clean labels, the share truly positive.
 
 Paper 001's recipe fine-tunes the head at 10x the backbone's lr (``head_lr_scale``); paper
 003 first trains the linear layer alone (``linear_epochs``: backbone features detached).
@@ -116,8 +119,10 @@ class MultiLabel(nn.Module):
         if "label_estimates" in self.needs:
             g = torch.Generator().manual_seed(seed + 9001)
             self.label_logits = nn.Parameter(role_init(targets.cpu(), g).to(targets.device))
+        if "corrections" in self.needs:
+            self.register_buffer("corrected", torch.zeros(n, c, dtype=torch.bool))
         clean = None  # the labels the label mode hid, for diagnostics only
-        if data.clean_targets is not None and hasattr(self, "ema_scores"):
+        if data.clean_targets is not None and (hasattr(self, "ema_scores") or hasattr(self, "corrected")):
             if tuple(data.clean_targets.shape) != (n, c):
                 raise TaglessError(f"method multilabel: clean_targets of shape {tuple(data.clean_targets.shape)} "
                                    f"for {n} images x {c} classes")
@@ -162,10 +167,16 @@ class MultiLabel(nn.Module):
         logits, cams = self.logits_and_cams(x, detach_features=batch.epoch < self.cfg.linear_epochs)
         logits = logits.float()
         targets = batch.target.float()
+        if hasattr(self, "corrected"):  # LL-Cp: earlier steps' corrections are positives
+            targets = torch.where(self.corrected[batch.index], torch.ones_like(targets), targets)
         extra = self._loss_inputs(batch, cams, boxes, flipped)
         loss = self.loss_fn(logits, targets, **self.loss_cfg.function_kwargs(), **extra)
         with torch.no_grad():
             self._update_state(batch, logits, cams, boxes, flipped)
+            if hasattr(self, "corrected"):
+                fix = self.loss_cfg.corrections(logits.detach(), targets, batch.epoch)
+                idx, fix = dist.gather_no_grad(batch.index), dist.gather_no_grad(fix)
+                self.corrected[idx] = self.corrected[idx] | fix
         known = targets >= 0
         pos_logit = (logits * (targets == 1)).sum() / (targets == 1).sum().clamp(min=1)
         unk_logit = (logits * ~known).sum() / (~known).sum().clamp(min=1)
@@ -250,7 +261,7 @@ class MultiLabel(nn.Module):
                                "schedule": "constant", "warmup_epochs": 0.0})]
 
     def epoch_logs(self) -> dict:
-        """EN's diagnostics (see the module docstring); shares in percent."""
+        """EN's and LL-Cp's diagnostics (see the module docstring); shares in percent."""
         logs = {}
         unknown = self.targets < 0
         clean = self.clean_targets
@@ -269,6 +280,12 @@ class MultiLabel(nn.Module):
                         logs["en_negative_precision"] = _percent((judged & (clean == 0)).sum(), judged.sum())
                     if bool(hidden.any()):
                         logs["en_hidden_positive_recall"] = _percent((hidden & ~self.negatives).sum(), hidden.sum())
+        if hasattr(self, "corrected"):
+            fixed = self.corrected & unknown
+            logs["ll_corrected_share"] = _percent(fixed.sum(), unknown.sum())
+            if clean is not None and bool((fixed & (clean >= 0)).any()):
+                judged = fixed & (clean >= 0)
+                logs["ll_correction_precision"] = _percent((judged & (clean == 1)).sum(), judged.sum())
         return logs
 
 
