@@ -58,3 +58,17 @@ def test_page_is_self_contained():
     page = render_html("r", [{"title": "A", "text": "x"}])
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page
     assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_folded_sections_and_scrolling_tables():
+    """"folded": the text stays visible, the table and images sit in a closed <details>; every
+    table is wrapped in a box that scrolls sideways instead of widening the page."""
+    wide = [{f"column {i}": i for i in range(40)}]
+    page = render_html("r", [{"title": "Open", "table": wide},
+                             {"title": "Solver", "text": "visible", "table": [{"a": 1}], "folded": True},
+                             {"title": "Text only", "text": "nothing to fold", "folded": True}])
+    open_part, solver, text_only = page.split("<h2>")[1:]
+    assert "<details>" not in open_part and '<div class="table-scroll"><table>' in open_part
+    assert solver.index("<p>visible</p>") < solver.index("<details><summary>") < solver.index("<table>")
+    assert "</details>" in solver and "<details>" not in text_only
+    assert ".table-scroll { max-width: 100%; overflow-x: auto;" in page

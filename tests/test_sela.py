@@ -152,16 +152,21 @@ def sela_config(tmp_path, name, *extra):
     return load_config("sela_digits", [f"out_dir={tmp_path}", f"name={name}", *TINY, *extra])
 
 
-def test_training_labels_command_and_transfer(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny sela_digits run (3 epochs, heads [10, 6]) shared by the tests that read a run."""
+    trainer = Trainer(sela_config(tmp_path_factory.mktemp("sela"), "run", "train.epochs=3"), progress=False)
+    return trainer, trainer.run()
+
+
+def test_training_labels_command_and_transfer(tiny_run, tmp_path, capsys):
     """A run logs pseudo-label NMI after re-labelling; `tagless labels RUN --json` writes the
     CSV and its NMI equals scikit-learn's; training from that CSV keeps its labels."""
     from sklearn.metrics import normalized_mutual_info_score
 
     from tagless.cli import main
 
-    cfg = sela_config(tmp_path, "run", "train.epochs=3")
-    trainer = Trainer(cfg, progress=False)
-    result = trainer.run()
+    trainer, result = tiny_run
     evals = records(result.run_dir, "eval")
     assert set(result.monitor) == {"knn_top1", "pseudo_nmi"}  # the train table shows the monitor only
     assert all("pseudo_nmi" in r for r in evals) and "label_update_epoch" in evals[0]
@@ -187,6 +192,40 @@ def test_training_labels_command_and_transfer(tmp_path, capsys):
     keep.run()
     assert keep.method.cfg.updates() == 3 and torch.equal(keep.method.labels, trainer.method.labels)
     assert "label_update_epoch" not in records(keep.run_dir, "eval")[0]
+
+
+def test_report_of_a_sela_run_leads_with_its_labels(tiny_run):
+    """The page opens with the labels (NMI table, cluster grid) before the frozen-feature
+    tables; the per-head Sinkhorn curves and the cluster sizes sit folded at the end, out of
+    the training curves and summary; every table scrolls inside its own box."""
+    import re
+
+    from tagless.report.from_run import report_run
+
+    _, result = tiny_run
+    page = Path(report_run(result.run_dir, device="cpu")["report"]).read_text()
+    titles = re.findall(r"<h2>(.*?)</h2>", page)
+    assert titles[0] == "Self-labels" and titles.index("Self-labels") < titles.index("Frozen backbone on the held-out "
+                                                                                     "split")
+    assert titles[-2:] == ["Cluster sizes (head 0)", "Sinkhorn per head"]
+    sections = dict(zip(titles, page.split("<h2>")[1:]))
+    assert "NMI" in sections["Self-labels"] and "clusters.png" in sections["Self-labels"]
+    assert "sinkhorn" not in sections["Training"]  # neither curves nor summary columns per head
+    for title in ("Cluster sizes (head 0)", "Sinkhorn per head"):
+        assert "<details>" in sections[title] and sections[title].index("<details>") < sections[title].index("<table")
+    assert "sinkhorn_per_head.png" in sections["Sinkhorn per head"]
+    sizes = sections["Cluster sizes (head 0)"]
+    assert sizes.count("<tr>") == 2 and sizes.count("<th>") == 11  # 10 clusters on one row, not 10 rows
+    assert page.count("<table>") == page.count('<div class="table-scroll"><table>') > 0
+
+
+def test_cluster_size_table_stays_compact():
+    from tagless.report.clusters import size_table
+
+    sizes = np.arange(3000) % 7
+    rows = size_table(sizes)
+    assert len(rows) == 20 and all(len(r) == 11 for r in rows)  # the 100 largest and 100 smallest
+    assert rows[0]["ranks"] == "1-10" and rows[-1]["ranks"] == "2991-3000" and rows[0]["+0"].endswith(": 6")
 
 
 def test_labels_command_refuses_runs_without_labels(tmp_path):

@@ -3,10 +3,12 @@
 A section is a dict::
 
     {"title": str, "text": str (optional), "table": list[dict] (optional),
-     "images": list of PNG paths relative to the HTML file (optional)}
+     "images": list of PNG paths relative to the HTML file (optional),
+     "folded": bool (optional: the table and images sit in a closed <details> element)}
 
 Every piece of text (titles, paragraphs, table keys and cells, file names) is escaped.
-Floats in tables are shown with 2 decimals, None as "-".
+Floats in tables are shown with 2 decimals, None as "-". A table wider than the page scrolls
+sideways inside its own box instead of widening the page.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ import numpy as np
 
 from tagless.errors import TaglessError
 
-SECTION_KEYS = ("title", "text", "table", "images")
+SECTION_KEYS = ("title", "text", "table", "images", "folded")
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
 h2 { margin-top: 2em; border-bottom: 1px solid #eee; padding-bottom: .2em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
+.table-scroll { max-width: 100%; overflow-x: auto; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: .3em .7em; }
 th { background: #f3f3f3; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -36,6 +39,7 @@ figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #666; }
 nav ul { padding-left: 1.2em; }
+details > summary { cursor: pointer; color: #555; margin: .5em 0; }
 """
 
 
@@ -73,7 +77,8 @@ def render_table(rows: list[dict]) -> str:
             for c in columns
         )
         body.append(f"<tr>{cells}</tr>")
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+    return (f'<div class="table-scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body)
+            + "\n</tbody>\n</table></div>")
 
 
 def _render_text(text: str) -> str:
@@ -102,7 +107,8 @@ def render_html(title: str, sections: list[dict], embed: bool = False, base_dir=
 
     Args:
         title: the page title and heading.
-        sections: dicts with "title" and optionally "text", "table", "images" (see module doc).
+        sections: dicts with "title" and optionally "text", "table", "images", "folded" (see
+            module doc).
         embed: inline every PNG as a base64 data URI (a single file to mail around) instead
             of referencing it by its relative path.
         base_dir: the folder relative image paths are read from when ``embed`` is True
@@ -136,6 +142,9 @@ def render_html(title: str, sections: list[dict], embed: bool = False, base_dir=
         parts.append(f"<h2>{html.escape(str(s['title']))}</h2>")
         if s.get("text"):
             parts.append(_render_text(s["text"]))
+        folded = bool(s.get("folded")) and bool(s.get("table") or s.get("images"))
+        if folded:
+            parts.append("<details><summary>show</summary>")
         if s.get("table"):
             parts.append(render_table(list(s["table"])))
         images = s.get("images") or []
@@ -146,6 +155,8 @@ def render_html(title: str, sections: list[dict], embed: bool = False, base_dir=
             src = html.escape(_image_src(str(img), embed, base_dir), quote=True)
             parts.append(f'<figure><img src="{src}" alt="{html.escape(name, quote=True)}">'
                          f"<figcaption>{html.escape(name)}</figcaption></figure>")
+        if folded:
+            parts.append("</details>")
         parts.append("</section>")
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts)

@@ -94,20 +94,22 @@ def _series(rows: list[dict], x_key: str) -> dict[str, tuple[np.ndarray, np.ndar
     return out
 
 
-def plot_training_curves(metrics_rows: Sequence[dict], path) -> Path:
+def plot_training_curves(metrics_rows: Sequence[dict], path, skip=None) -> Path:
     """Small multiples of a run's ``metrics.jsonl`` rows.
 
     Train rows (``split == 'train'``, or no split): ``loss`` first, then every other numeric
     key (lr, contrastive_acc, z_std, grad_norm, ...) against ``step``. Eval rows
-    (``split == 'eval'``): every numeric key (knn_top1, ...) against ``epoch``.
+    (``split == 'eval'``): every numeric key (knn_top1, ...) against ``epoch``. Keys for which
+    ``skip(key)`` is true are left out (drawn elsewhere: SeLa's per-head solver curves).
     """
     rows = [r for r in metrics_rows if isinstance(r, dict)]
     train = [r for r in rows if r.get("split", "train") == "train"]
     evals = [r for r in rows if r.get("split") == "eval"]
-    train_series = _series(train, "step")
+    keep = (lambda series: {k: v for k, v in series.items() if not skip(k)}) if skip else (lambda series: series)
+    train_series = keep(_series(train, "step"))
     if "loss" in train_series:  # the headline curve goes first
         train_series = {"loss": train_series.pop("loss"), **train_series}
-    eval_series = _series(evals, "epoch")
+    eval_series = keep(_series(evals, "epoch"))
     panels = [("train", k, "step", xy) for k, xy in train_series.items()]
     panels += [("eval", k, "epoch", xy) for k, xy in eval_series.items()]
     if not panels:
@@ -128,6 +130,31 @@ def plot_training_curves(metrics_rows: Sequence[dict], path) -> Path:
             ax.annotate(f"best {y[best]:.2f}", (x[best], y[best]), textcoords="offset points",
                         xytext=(0, 6), ha="center", fontsize=8)
     fig.suptitle("Training curves", fontsize=13)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_per_head_curves(metrics_rows: Sequence[dict], groups: dict[str, dict[int, str]], path,
+                         log_scale: Sequence[str] = ()) -> Path:
+    """One panel per group of eval keys (``{"iterations": {0: "sinkhorn_iters_0", ...}}``), one
+    line per head against ``epoch``: many heads in a few panels instead of one panel each."""
+    evals = [r for r in metrics_rows if isinstance(r, dict) and r.get("split") == "eval"]
+    series = _series(evals, "epoch")
+    panels = [(name, {h: series[k] for h, k in keys.items() if k in series}) for name, keys in groups.items()]
+    panels = [(name, lines) for name, lines in panels if lines]
+    if not panels:
+        raise TaglessError("no per-head curves to plot")
+    fig, axes = _grid(len(panels), ncols=3, width=4.6)
+    for ax, (name, lines) in zip(axes, panels):
+        colours = _class_colours(len(lines))
+        for colour, (h, (x, y)) in zip(colours, sorted(lines.items())):
+            ax.plot(x, y, color=colour, lw=1.2, marker="o" if len(x) <= 30 else None, ms=3, label=f"head {h}")
+        if name in log_scale and all((y[np.isfinite(y)] > 0).all() for _, y in lines.values()):
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=11)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2 if len(panels[0][1]) > 5 else 1)
     fig.tight_layout()
     return _save(fig, path)
 

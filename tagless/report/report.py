@@ -22,6 +22,9 @@ from tagless.report.html import render_html
 
 REPORT_DIRNAME = "report"  # the PNGs' folder inside the run directory
 METRICS_FILE = "metrics.jsonl"
+# SeLa's per-head solver logs: drawn in their own folded section, not as one training curve each
+PER_HEAD_SOLVER = re.compile(r"^sinkhorn_(iters|error|converged)_(\d+)$")
+SOLVER_PANELS = {"iters": "Sinkhorn iterations", "error": "marginal error (L1)", "converged": "converged (1 = yes)"}
 
 
 def report_dir(run_dir) -> Path:
@@ -69,9 +72,14 @@ def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _solver_key(key: str) -> bool:
+    return PER_HEAD_SOLVER.match(key) is not None
+
+
 def training_summary(rows: list[dict]) -> dict:
     """One table row: last step / epoch, final and lowest train loss, and for every eval
-    metric its final value, its best (max) and the epoch of the best."""
+    metric its final value, its best (max) and the epoch of the best (SeLa's per-head solver
+    logs are left to :func:`solver_section`)."""
     train = [r for r in rows if r.get("split", "train") == "train"]
     evals = [r for r in rows if r.get("split") == "eval"]
     out: dict = {}
@@ -85,7 +93,8 @@ def training_summary(rows: list[dict]) -> dict:
     if losses:
         out["final loss"] = float(losses[-1])
         out["min loss"] = float(min(losses))
-    keys = dict.fromkeys(k for r in evals for k, v in r.items() if k not in ("step", "epoch") and _is_num(v))
+    keys = dict.fromkeys(k for r in evals for k, v in r.items()
+                         if k not in ("step", "epoch") and _is_num(v) and not _solver_key(k))
     for k in keys:
         pts = [(r.get("epoch"), r[k]) for r in evals if _is_num(r.get(k))]
         best = max(range(len(pts)), key=lambda j: pts[j][1])  # first epoch reaching the max
@@ -138,8 +147,38 @@ def training_section(run_dir) -> dict:
     text = f"Run {run_dir.name}" + (f": {desc}." if desc else ".")
     if not rows:
         return {"title": "Training", "text": text + f"\n\n{METRICS_FILE} holds no rows yet.", "images": []}
-    png = plots.plot_training_curves(rows, report_dir(run_dir) / "training_curves.png")
+    png = plots.plot_training_curves(rows, report_dir(run_dir) / "training_curves.png", skip=_solver_key)
     return {"title": "Training", "text": text, "table": [training_summary(rows)], "images": [str(png)]}
+
+
+def solver_section(run_dir) -> list[dict]:
+    """SeLa's Sinkhorn solves per head and label update (iterations, marginal error, converged),
+    one panel per quantity with a line per head and a row per head, folded; [] for runs
+    without them."""
+    run_dir = Path(run_dir).absolute()
+    rows = [r for r in load_metrics(run_dir) if r.get("split") == "eval"]
+    groups: dict[str, dict[int, str]] = {name: {} for name in SOLVER_PANELS}
+    for key in dict.fromkeys(k for r in rows for k in r):
+        m = PER_HEAD_SOLVER.match(key)
+        if m:
+            groups[m.group(1)][int(m.group(2))] = key
+    if not any(groups.values()):
+        return []
+    png = plots.plot_per_head_curves(rows, {SOLVER_PANELS[g]: keys for g, keys in groups.items()},
+                                     report_dir(run_dir) / "sinkhorn_per_head.png", log_scale=[SOLVER_PANELS["error"]])
+    table, solves, converged = [], 0, 0
+    for h in sorted(set().union(*groups.values())):
+        done = [r for r in rows if _is_num(r.get(f"sinkhorn_iters_{h}"))]
+        ok = [r for r in done if r.get(f"sinkhorn_converged_{h}") == 1]
+        solves, converged = solves + len(done), converged + len(ok)
+        last = done[-1] if done else {}
+        table.append({"head": h, "solves": len(done), "converged": len(ok) if groups["converged"] else None,
+                      "iterations (max)": max((int(r[f"sinkhorn_iters_{h}"]) for r in done), default=None),
+                      "iterations (last)": last.get(f"sinkhorn_iters_{h}"),
+                      "error (last)": last.get(f"sinkhorn_error_{h}")})
+    text = f"Sinkhorn-Knopp per head at each label update: {solves} solves"
+    text += f", {converged} converged within the tolerance." if groups["converged"] else "."
+    return [{"title": "Sinkhorn per head", "text": text, "table": table, "images": [str(png)], "folded": True}]
 
 
 def single_label_section(name, features, y_true, y_pred, class_names, out_dir, results_table=None,
