@@ -464,3 +464,12 @@ def test_report_reads_the_checkpoint_once_and_builds_each_split_once(tmp_path, m
     assert "Classifier on the test split" in page and "Training labels" in page
     assert len(reads) == 1 and sorted(builds) == ["test", "train"]
 
+
+
+def test_the_trainer_hands_the_clean_labels_to_the_en_diagnostics(tmp_path):
+    """A real run logs EN's precision and recall: the engine gives the method the clean labels."""
+    result = train(config(tmp_path, "diag", "labels.mode=single_positive", "loss.name=en", "loss.warmup_epochs=1",
+                          "train.epochs=2", "train.knn_every_epochs=0"), progress=False)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r.get("split") == "eval"][-1]
+    assert 0 <= last["en_negative_precision"] <= 100 and 0 <= last["en_hidden_positive_recall"] <= 100

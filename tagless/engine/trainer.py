@@ -27,7 +27,7 @@ from tagless.data import build_dataset
 from tagless.device import resolve_device
 from tagless.engine.batches import DeviceData, EpochSampler, Prefetcher
 from tagless.engine.epoch import EpochPass
-from tagless.engine.label_setup import expected_positives, prepare_labels
+from tagless.engine.label_setup import clean_targets, expected_positives, prepare_labels
 from tagless.engine.monitor import MONITOR_KEYS, monitor
 from tagless.engine.optim import ScheduledOptimizers
 from tagless.engine.progress import MetricsLog, progress_bar
@@ -114,7 +114,8 @@ class Trainer:
         self.data = DeviceData(self.train_set.images, self.train_set.targets, self.device, cfg.train.preload_max_mb)
         self.data_info = DataInfo(len(self.train_set), list(self.train_set.classes), self.train_set.label_kind,
                                   cfg.data.image_size, self.data.read, self.data.targets, self.train_set.paths,
-                                  expected_positives(self.train_set, self.val_set, self.label_split))
+                                  expected_positives(self.train_set, self.val_set, self.label_split),
+                                  clean_targets=clean_targets(self.label_split, self.device))
         torch.manual_seed(cfg.seed)  # initialisation
         self.backbone = build_backbone_from_config(cfg.model)
         self.views = build_views(cfg.views)
