@@ -2,22 +2,81 @@
 
 An unknown key or a value of the wrong type is a one-line :class:`TaglessError` naming the
 key (``optim.lr: expected float, got 'fast'``). Defaults live in the dataclasses only.
+
+Numbers are checked as they are read: a float must be finite everywhere (NaN passes every
+``x <= 0`` test, so a ``validate()`` cannot be trusted to catch it), and a field declares its
+allowed range next to itself with an annotation, ``momentum: Annotated[float, Range(0, 1,
+high_open=True)] = 0.9`` or one of the aliases below (``lr: Positive = 0.03``); a value
+outside is a one-line error naming the key, the value and the range.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
 from tagless.errors import TaglessError
+from tagless.files import write_text_atomic
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: ``low <= x <= high`` (either end open or absent),
+    plus the ``also`` values outside it that mean something (``-1``: auto)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    also: tuple = ()
+
+    def __contains__(self, x) -> bool:
+        if x in self.also:
+            return True
+        if isinstance(x, float) and not math.isfinite(x):
+            return False
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        return self.high is None or (x < self.high if self.high_open else x <= self.high)
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = f"{'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {self.high}"
+        else:
+            text = "a finite number"
+        return text + "".join(f" or {v}" for v in self.also)
+
+
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds in [0, 2^32)
+MAX_IMAGE_SIDE = 4096  # pixels: a cached uint8 RGB image of this side is 48 MB
+Positive = Annotated[float, Range(0, low_open=True)]
+NonNegative = Annotated[float, Range(0)]
+Fraction = Annotated[float, Range(0, 1)]  # a share or a probability
+Count = Annotated[int, Range(0)]  # 0 often means "off" or "all"
+AtLeastOne = Annotated[int, Range(1)]
+Seed = Annotated[int, Range(0, MAX_SEED)]
+
+
+def _check_number(value, key: str, allowed: Range | None):
+    if allowed is not None:
+        if value not in allowed:
+            raise TaglessError(f"{key}: {value!r} is outside the allowed range {allowed}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise TaglessError(f"{key}: {value!r} is not allowed (a finite number)")
+    return value
 
 
 class TaggedUnion:
@@ -65,13 +124,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, allowed: Range | None = None) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert lossless cases (int -> float,
-    list -> tuple). Raises TaglessError naming ``key``."""
+    list -> tuple); a number must lie in ``allowed`` (or the range its ``Annotated`` type
+    declares), a float must be finite. Raises TaglessError naming ``key``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        ranges = [a for a in tp.__metadata__ if isinstance(a, Range)]
+        return _coerce(value, tp.__origin__, key, ranges[0] if ranges else allowed)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -80,7 +143,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return _coerce(value, arg, key, allowed)
             except TaglessError as e:
                 errors.append(str(e))
         raise TaglessError(errors[0] if errors else f"{key}: bad value {value!r}")
@@ -110,14 +173,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     if tp is float:
         if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return _check_number(float(value), key, allowed)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TaglessError(f"{key}: expected float, got {value!r}")
-        return float(value)
+        return _check_number(float(value), key, allowed)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TaglessError(f"{key}: expected int, got {value!r}")
-        return value
+        return _check_number(value, key, allowed)
     if tp is bool:
         if not isinstance(value, bool):
             raise TaglessError(f"{key}: expected true or false, got {value!r}")
@@ -133,7 +196,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def from_dict(cls: type, data: dict, prefix: str = "", what: str = "") -> Any:
     """Build dataclass ``cls`` from a (possibly partial) nested dict, strictly."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -224,7 +287,8 @@ def load(cls: type, path: str | Path | None = None, overrides: list[str] = ()) -
 
 
 def save(obj: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    """``path`` as YAML, written atomically (a reader never sees half a config)."""
+    write_text_atomic(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
 _FIELD_LINE = re.compile(r"^\s+(\w+)\s*:[^#=]*(?:=[^#]*)?(?:#\s*(.*))?$")

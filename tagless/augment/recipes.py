@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 
@@ -37,6 +38,7 @@ from tagless.augment.pixel import (
     sample_solarize_params,
     to_float,
 )
+from tagless.config_io import MAX_IMAGE_SIDE, AtLeastOne, Count, Fraction, Positive, Range
 from tagless.errors import TaglessError
 
 # Every recipe's values. A field left unset (None) in a ViewsConfig takes its recipe's value,
@@ -76,30 +78,34 @@ RECIPES: dict[str, dict] = {
 }
 
 
+Side = Annotated[int, Range(1, MAX_IMAGE_SIDE)]  # a crop's side in pixels
+CropFraction = Annotated[float, Range(0, 1, low_open=True)]
+
+
 @dataclass
 class ViewsConfig:
     """How a batch becomes views. Unset fields take the recipe's values (``RECIPES``)."""
 
     recipe: str = "two_views"  # two_views (MoCo-v2) | multi_crop (SwAV) | logo | multilabel | eval
-    global_size: int | None = None  # side of global crops (and of the eval view)
-    local_size: int | None = None  # side of local crops
-    num_global: int | None = None  # global crops per image
-    num_local: int | None = None  # two_views: 0; multi_crop / logo: >= 1
+    global_size: Side | None = None  # side of global crops (and of the eval view)
+    local_size: Side | None = None  # side of local crops
+    num_global: AtLeastOne | None = None  # global crops per image
+    num_local: Count | None = None  # two_views: 0; multi_crop / logo: >= 1
     global_scale: tuple[float, float] | None = None  # crop area / image area
     local_scale: tuple[float, float] | None = None  # area range of local crops
     ratio: tuple[float, float] | None = None  # crop aspect w / h, sampled in log space
     jitter: tuple[float, float, float, float] | None = None  # brightness contrast saturation hue
-    jitter_p: float | None = None  # probability of colour jitter (random order per sample)
-    grayscale_p: float | None = None  # probability of grey conversion
-    blur_p: float | None = None  # probability of Gaussian blur
+    jitter_p: Fraction | None = None  # probability of colour jitter (random order per sample)
+    grayscale_p: Fraction | None = None  # probability of grey conversion
+    blur_p: Fraction | None = None  # probability of Gaussian blur
     blur_sigma: tuple[float, float] | None = None  # blur sigma range, in pixels of the crop
-    blur_kernel_size: int | None = None  # 0 = auto: odd, ~10% of the crop side, >= 3
-    solarize_p: float | None = None  # probability of solarisation
-    solarize_threshold: float | None = None  # pixels above it (in [0, 1]) are inverted
-    flip_p: float | None = None  # probability of a horizontal flip
+    blur_kernel_size: Count | None = None  # 0 = auto: odd, ~10% of the crop side, >= 3
+    solarize_p: Fraction | None = None  # probability of solarisation
+    solarize_threshold: Fraction | None = None  # pixels above it (in [0, 1]) are inverted
+    flip_p: Fraction | None = None  # probability of a horizontal flip
     mean: tuple[float, ...] | None = None  # normalisation (ImageNet's by default)
-    std: tuple[float, ...] | None = None  # one value per channel, like mean
-    eval_crop_fraction: float | None = None  # eval: centred crop side / shorter side (0.875 = 256->224)
+    std: tuple[Positive, ...] | None = None  # one value per channel, like mean
+    eval_crop_fraction: CropFraction | None = None  # eval: centred crop side / shorter side (0.875 = 256->224)
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:

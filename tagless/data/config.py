@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
+from PIL import Image
+
+from tagless.config_io import MAX_IMAGE_SIDE, AtLeastOne, Count, Fraction, Positive, Range, Seed
 from tagless.errors import TaglessError
 
 SPLITS = ("train", "test", "all")
@@ -10,6 +14,10 @@ LABEL_KINDS = ("auto", "single", "multi", "partial", "single_positive")
 CORRUPT_POLICIES = ("skip", "fail")
 IMBALANCE = ("none", "light", "heavy")
 LABEL_SEPARATORS = ("auto", ";", ",", "whitespace")
+MAX_IMAGE_SIZE = MAX_IMAGE_SIDE
+PILLOW_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb limit
+ImageSize = Annotated[int, Range(1, MAX_IMAGE_SIZE)]
+HeldOut = Annotated[float, Range(0, 1, high_open=True)]  # a share carved out: below 1, something is left
 
 
 @dataclass
@@ -24,14 +32,14 @@ class DataConfig:
 
     source: str = "digits"  # digits | digit_scenes | image_folder | csv | cifar10 | cifar100 | coco | voc
     root: str = ""
-    image_size: int = 32  # every image is resized to image_size x image_size RGB
+    image_size: ImageSize = 32  # every image is resized to image_size x image_size RGB
     cache_dir: str = ".cache/tagless"  # relative to the working dir; "" = no disk cache
     on_corrupt: str = "skip"  # skip | fail: unreadable or missing image files
-    test_fraction: float = 0.2  # seeded split for sources without a given split
-    split_seed: int = 0
-    limit: int = 0  # 0 = all; else the first N of the split after a seeded shuffle
+    test_fraction: HeldOut = 0.2  # seeded split for sources without a given split
+    split_seed: Seed = 0
+    limit: Count = 0  # 0 = all; else the first N of the split after a seeded shuffle
     imbalance: str = "none"  # train split of single-label data: none | light | heavy (paper 002, Sec. 4.5)
-    class_keep: list[float] = field(default_factory=list)  # train split: fraction kept of each class
+    class_keep: list[Fraction] = field(default_factory=list)  # train split: fraction kept of each class
     classes: list[str] = field(default_factory=list)  # fixed class list (folder, csv, coco, voc)
     label_kind: str = "auto"  # auto | single | multi | partial | single_positive (CSV labels)
     csv_path: str = ""  # csv source: the CSV; image_folder: flat form `path,labels` CSV
@@ -40,14 +48,17 @@ class DataConfig:
     train_split_name: str = ""
     test_split_name: str = ""  # name of the test split; "" = the source's (coco: val; voc: test, else val)
     label_separator: str = "auto"  # csv labels: ; | , | whitespace | auto (the one that fits the file)
-    decode_workers: int = 0  # decoding threads; 0 = min(8, cpu count)
-    scene_count: int = 2000  # digit scenes in train + test (split by test_fraction)
-    scene_digits: tuple[int, int] = (1, 4)  # min, max digits per scene
-    scene_digit_size: tuple[int, int] = (12, 28)  # min, max digit side in pixels
-    scene_max_overlap: float = 0.2  # max fraction of the smaller digit square covered
-    scene_noise_std: float = 0.0  # gaussian background noise, in uint8 grey levels
+    decode_workers: Annotated[int, Range(0, 256)] = 0  # decoding threads; 0 = min(8, cpu count)
+    scene_count: Annotated[int, Range(1, 10_000_000)] = 2000  # digit scenes in train + test (split by test_fraction)
+    scene_digits: tuple[AtLeastOne, AtLeastOne] = (1, 4)  # min, max digits per scene
+    scene_digit_size: tuple[ImageSize, ImageSize] = (12, 28)  # min, max digit side in pixels
+    scene_max_overlap: Fraction = 0.2  # max fraction of the smaller digit square covered
+    scene_noise_std: Annotated[float, Range(0, 255)] = 0.0  # gaussian background noise, in uint8 grey levels
     # COCO's small/medium/large limits in original pixels^2
-    object_size_thresholds: tuple[float, float] = (1024.0, 9216.0)
+    object_size_thresholds: tuple[Positive, Positive] = (1024.0, 9216.0)
+    # image files of more pixels (width x height, read from the header) are skipped as unreadable,
+    # never decoded: decompression bombs. Default: Pillow's Image.MAX_IMAGE_PIXELS
+    max_image_pixels: AtLeastOne = PILLOW_MAX_PIXELS
 
     def validate(self) -> None:
         """Called by the config loader: the source must be registered and values in range."""
@@ -67,8 +78,10 @@ def _pair(value, name: str, low: int) -> tuple[int, int]:
 
 def check_data_config(cfg: DataConfig) -> None:
     """Raise TaglessError on values no source accepts (types are checked by the config loader)."""
-    if cfg.image_size < 1:
-        raise TaglessError(f"data.image_size must be >= 1, got {cfg.image_size}")
+    if not 1 <= cfg.image_size <= MAX_IMAGE_SIZE:
+        raise TaglessError(f"data.image_size must be in [1, {MAX_IMAGE_SIZE}], got {cfg.image_size}")
+    if cfg.max_image_pixels < 1:
+        raise TaglessError(f"data.max_image_pixels must be >= 1, got {cfg.max_image_pixels}")
     if cfg.on_corrupt not in CORRUPT_POLICIES:
         raise TaglessError(f"data.on_corrupt must be one of {CORRUPT_POLICIES}, got {cfg.on_corrupt!r}")
     if not 0.0 <= cfg.test_fraction < 1.0:

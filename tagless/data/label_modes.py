@@ -18,16 +18,22 @@ listed as they do has none). 'full' mode leaves the targets unchanged (1 / 0 / -
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
+from tagless.config_io import Range, Seed
 from tagless.errors import TaglessError
+from tagless.files import write_bytes_atomic
 
 LABEL_MODES = ("full", "partial", "single_positive")
 _KIND = {"full": "multi", "partial": "partial", "single_positive": "single_positive"}
 _SPLIT_FORMAT = "tagless-label-split-v1"
+KeepFraction = Annotated[float, Range(0, 1, low_open=True)]
+HeldOut = Annotated[float, Range(0, 1, high_open=True)]  # a share carved out: below 1, something is left
 
 
 @dataclass
@@ -35,9 +41,9 @@ class LabelsConfig:
     """Which labels a multi-label run trains on (run-config section ``labels``)."""
 
     mode: str = "full"  # full | partial | single_positive
-    keep_fraction: float = 1.0  # partial: share of the positive labels kept ([1]: 0.75, 0.4); >= 1 per image
-    seed: int = 0  # RNG of the split (Cole [0] uses 1200)
-    val_fraction: float = 0.0  # training images carved out as a clean-label validation set ([0]: 0.2)
+    keep_fraction: KeepFraction = 1.0  # partial: share of the positive labels kept ([1]: 0.75, 0.4); >= 1 per image
+    seed: Seed = 0  # RNG of the split (Cole [0] uses 1200)
+    val_fraction: HeldOut = 0.0  # training images carved out as a clean-label validation set ([0]: 0.2)
     split_file: str = ""  # a saved split (.npz) to reload instead of drawing one
 
     def validate(self) -> None:
@@ -148,16 +154,14 @@ def build_label_split(full_targets: np.ndarray, cfg: LabelsConfig) -> LabelSplit
 
 def save_label_split(split: LabelSplit, path) -> Path:
     """Write ``split`` (indices, observed labels, the config values, N and C) as ``.npz``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = len(split.train_index) + len(split.val_index)
-    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a bare name
-        np.savez(f, format=np.array(_SPLIT_FORMAT), train_index=split.train_index.astype(np.int64),
-                 val_index=split.val_index.astype(np.int64), observed=split.observed.astype(np.int8),
-                 mode=np.array(split.mode), keep_fraction=np.float64(split.keep_fraction),
-                 seed=np.int64(split.seed), val_fraction=np.float64(split.val_fraction),
-                 num_images=np.int64(n), num_classes=np.int64(split.observed.shape[1]))
-    return path
+    buffer = io.BytesIO()  # written whole and atomically: a crash never leaves half a split
+    np.savez(buffer, format=np.array(_SPLIT_FORMAT), train_index=split.train_index.astype(np.int64),
+             val_index=split.val_index.astype(np.int64), observed=split.observed.astype(np.int8),
+             mode=np.array(split.mode), keep_fraction=np.float64(split.keep_fraction),
+             seed=np.int64(split.seed), val_fraction=np.float64(split.val_fraction),
+             num_images=np.int64(n), num_classes=np.int64(split.observed.shape[1]))
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_label_split(path, full_targets: np.ndarray) -> LabelSplit:

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from tagless.config_io import AtLeastOne, Count, Fraction, NonNegative, Positive, Range
 from tagless.errors import TaglessError
+
+Beta = Annotated[float, Range(0, 1, high_open=True)]  # a momentum or an Adam beta
 
 
 @dataclass
 class OptimConfig:
     name: str = "sgd"  # sgd | lars | adam (L2 in the gradient, Cole et al.'s) | adamw (decoupled decay)
-    lr_per_256: float = 0.03  # lr = lr_per_256 * global_batch / 256 (the linear scaling rule)
-    lr: float = 0.0  # an absolute lr whatever the batch (Cole et al.'s grids); 0 = from lr_per_256
-    momentum: float = 0.9
+    lr_per_256: Positive = 0.03  # lr = lr_per_256 * global_batch / 256 (the linear scaling rule)
+    lr: NonNegative = 0.0  # an absolute lr whatever the batch (Cole et al.'s grids); 0 = from lr_per_256
+    momentum: Beta = 0.9
     nesterov: bool = False  # sgd: Nesterov momentum (paper 001's recipe)
-    weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
-    lars_eta: float = 0.02  # LARS trust coefficient
+    weight_decay: NonNegative = 1e-4
+    betas: tuple[Beta, Beta] = (0.9, 0.999)  # adam, adamw
+    lars_eta: Positive = 0.02  # LARS trust coefficient
     exclude_bias_and_norm: bool = False  # no weight decay / LARS adaptation on biases and norms
     schedule: str = "cosine"  # cosine | constant | step
-    warmup_epochs: float = 0.0
-    final_lr_fraction: float = 0.0  # cosine ends at lr * final_lr_fraction
-    step_milestones_epochs: tuple[int, ...] = ()  # schedule=step: multiply by step_gamma at these
-    step_gamma: float = 0.1
+    warmup_epochs: NonNegative = 0.0
+    final_lr_fraction: Fraction = 0.0  # cosine ends at lr * final_lr_fraction
+    step_milestones_epochs: tuple[Count, ...] = ()  # schedule=step: multiply by step_gamma at these
+    step_gamma: Annotated[float, Range(0, 1, low_open=True)] = 0.1
 
     def validate(self) -> None:
         if self.name not in ("sgd", "lars", "adam", "adamw"):
@@ -44,20 +48,20 @@ SELECT_METRICS = ("auto", "none", "knn_top1", "map_class", "map_sample", "pseudo
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 256  # global, over all processes
-    max_steps: int = 0  # stop after this many optimizer steps (0 = run all epochs)
-    grad_clip_norm: float = 0.0  # 0 = no clipping
+    epochs: AtLeastOne = 100
+    batch_size: AtLeastOne = 256  # global, over all processes
+    max_steps: Count = 0  # stop after this many optimizer steps (0 = run all epochs)
+    grad_clip_norm: NonNegative = 0.0  # 0 = no clipping
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
     channels_last: str = "auto"  # auto (on CUDA) | on | off
     compile: bool = False  # torch.compile the backbone
-    checkpoint_every_steps: int = 500  # plus one at every epoch end
-    log_every_steps: int = 10
-    preload_max_mb: int = 4096  # put the whole uint8 dataset on the device when it fits
-    knn_every_epochs: int = 1  # online kNN monitor on the held-out split (0 = off)
-    knn_k: int = 20  # paper 004's monitor: weighted kNN, k=20, T=0.07
-    knn_temperature: float = 0.07
-    knn_max_bank: int = 50000  # subsample the bank for speed (0 = all)
+    checkpoint_every_steps: AtLeastOne = 500  # plus one at every epoch end
+    log_every_steps: AtLeastOne = 10
+    preload_max_mb: Count = 4096  # put the whole uint8 dataset on the device when it fits
+    knn_every_epochs: Count = 1  # online kNN monitor on the held-out split (0 = off)
+    knn_k: AtLeastOne = 20  # paper 004's monitor: weighted kNN, k=20, T=0.07
+    knn_temperature: Positive = 0.07
+    knn_max_bank: Count = 50000  # subsample the bank for speed (0 = all)
     tensorboard: bool = False
     # checkpoints/best.pt: the epoch whose monitor number on the VALIDATION split (labels.val_fraction)
     # is best, never the test split: auto (map_class for multi-label, knn_top1 for single labels) |

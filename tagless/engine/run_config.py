@@ -11,10 +11,12 @@ from pathlib import Path
 
 from tagless import config_io
 from tagless.augment import ViewsConfig
+from tagless.config_io import Seed
 from tagless.data import DataConfig
 from tagless.data.label_modes import LabelsConfig
 from tagless.engine.config import OptimConfig, TrainConfig
 from tagless.errors import TaglessError
+from tagless.files import check_folder_name
 from tagless.losses.registry import LossConfig
 from tagless.methods import METHODS, MethodConfig, MocoConfig
 from tagless.models import ModelConfig
@@ -27,8 +29,8 @@ def default_loss() -> LossConfig:
 
 @dataclass
 class RunConfig:
-    name: str = "run"
-    seed: int = 0
+    name: str = "run"  # the run folder's name: letters, digits and _ . + -
+    seed: Seed = 0
     out_dir: str = "runs"  # the run directory is out_dir/name
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     data: DataConfig = field(default_factory=DataConfig)
@@ -41,8 +43,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        if not self.name or "/" in self.name:
-            raise TaglessError(f"name: must be a non-empty folder name, got {self.name!r}")
+        check_folder_name(self.name, "name")
         uses_loss = getattr(METHODS.get(self.method.name), "uses_loss", False)
         if not uses_loss and config_io.to_dict(self.loss) != config_io.to_dict(default_loss()):
             raise TaglessError(f"loss: method {self.method.name} has its own loss; the loss section is read by "

@@ -9,9 +9,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from tagless.checkpoint import load_checkpoint
+from tagless.config_io import Range
 from tagless.errors import TaglessError
 from tagless.models.alexnet import alexnet, alexnet_small
 from tagless.models.base import Backbone
@@ -41,7 +42,7 @@ class ModelConfig:
 
     backbone: str = "resnet18"
     stem: str = "cifar"
-    width: float = 1.0
+    width: Annotated[float, Range(0, 64, low_open=True)] = 1.0
     zero_init_residual: bool = False
     init_checkpoint: str = ""
 
