@@ -157,7 +157,7 @@ def test_each_annotation_read_once(own_classes, tmp_path, monkeypatch):
     import tagless.data.sources.voc as voc_module
 
     read = []
-    real = voc_module.ET.parse
-    monkeypatch.setattr(voc_module.ET, "parse", lambda path, *a: read.append(str(path)) or real(path, *a))
+    real = voc_module.parse_xml
+    monkeypatch.setattr(voc_module, "parse_xml", lambda path, *a: read.append(str(path)) or real(path, *a))
     build_dataset(plain_cfg(own_classes, tmp_path, cache_dir=""), "all")
     assert sorted(p.rsplit("/", 1)[1] for p in read) == ["x1.xml", "x2.xml", "x3.xml"]

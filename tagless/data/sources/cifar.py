@@ -3,9 +3,13 @@
 `root` is the `cifar-10-batches-py` folder (`data_batch_1..5`, `test_batch`, `batches.meta`)
 or the `cifar-100-python` folder (`train`, `test`, `meta`; the 100 fine labels). Each batch
 is a pickled dict with bytes keys: b'data' (N x 3072 uint8, rows of R, G, B planes of
-32 x 32) and b'labels' / b'fine_labels'. Pickle can run arbitrary code while loading: only
-point `root` at CIFAR files you trust (the official archive); there is no pickle-free
-release of this format.
+32 x 32) and b'labels' / b'fine_labels'.
+
+Pickle can run arbitrary code while loading, and a CIFAR folder may come from anywhere (a
+download, a colleague's run directory whose checkpoint names it). The files are read with a
+restricted unpickler that builds only what a CIFAR batch holds (dicts, lists, bytes, strings,
+numbers, numpy arrays and dtypes) and refuses any other global with a one-line error naming
+the file, before anything is called.
 """
 from __future__ import annotations
 
@@ -23,13 +27,57 @@ CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["te
 CIFAR100_FILES = {"train": ["train"], "test": ["test"]}
 
 
+def _text_to_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What Python 3's protocol-2 pickles call (``_codecs.encode``) to rebuild a bytes object;
+    only the text encodings, never a codec that runs other code."""
+    if encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "utf-8", "utf8", "ascii"):
+        raise pickle.UnpicklingError(f"bytes in encoding {encoding!r}")
+    return text.encode(encoding)
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The numpy callables an array, a dtype or a numpy scalar is pickled with, under the module
+    names numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``) write."""
+    rebuild_array = np.zeros(1, np.uint8).__reduce__()[0]  # multiarray._reconstruct
+    from_buffer = np.zeros(1, np.uint8).__reduce_ex__(5)[0]  # numeric._frombuffer (protocol 5)
+    scalar = np.int64(0).__reduce__()[0]  # multiarray.scalar
+    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = rebuild_array
+        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = from_buffer
+    allowed[("_codecs", "encode")] = _text_to_bytes
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds plain containers, numbers, bytes and numpy arrays; every other global is refused
+    (pickle looks every callable up here, so nothing else can run)."""
+
+    ALLOWED = _numpy_globals()
+
+    def find_class(self, module: str, name: str):
+        found = self.ALLOWED.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+        return found
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refused a persistent id")
+
+
 def _unpickle(path: Path) -> dict:
-    """Load one trusted CIFAR pickle (bytes keys, latin1-era format)."""
+    """One CIFAR pickle (bytes keys, latin1-era format), read without running code from it."""
     with open(require_file(path, "CIFAR file"), "rb") as f:
         try:
-            return pickle.load(f, encoding="bytes")
-        except Exception as exc:
-            raise TaglessError(f"cannot read CIFAR pickle {path}: {exc}") from exc
+            value = _CifarUnpickler(f, encoding="bytes").load()
+        except Exception as exc:  # noqa: BLE001 - a damaged or crafted pickle raises anything
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise TaglessError(f"{path}: not a CIFAR batch ({reason}); a CIFAR file holds only arrays, lists, "
+                               f"bytes and numbers") from None
+    if not isinstance(value, dict):
+        raise TaglessError(f"{path}: not a CIFAR batch (a {type(value).__name__}, not a dict)")
+    return value
 
 
 def _field(d: dict, key: str, path: Path):

@@ -16,8 +16,9 @@ object of the class, -1 (ignored by mAP and by masked losses) if it has only dif
 ones, else 0; label_kind 'multi'. Boxes keep every object; `extras['difficult']` is a bool
 per box and `extras['area']` the box area in original image pixels (float32). VOC boxes
 are 1-based inclusive pixel indices; they are stored as pixel edges (xmin - 1, ymin - 1,
-xmax, ymax) before scaling. XML is parsed with the standard library:
-only read annotation files you trust.
+xmax, ymax) before scaling. XML is parsed with defusedxml: an annotation that declares
+entities (the "billion laughs" expansion) or reaches for external files is refused with a
+one-line error naming it, whatever the XML library underneath.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import parse as parse_xml
 
 from tagless.data.listing import Listing
 from tagless.data.materialize import materialize
@@ -83,7 +86,7 @@ def _image_ids(root: Path, name: str, field_name: str) -> list[str]:
 def _objects(xml_path: Path) -> Objects:
     """(name, [x0, y0, x1, y1], difficult) of each object in one annotation file."""
     try:
-        tree = ET.parse(require_file(xml_path, "VOC annotation"))
+        tree = parse_xml(require_file(xml_path, "VOC annotation"))
         out = []
         for obj in tree.getroot().iter("object"):
             name = obj.findtext("name", "").strip()
@@ -94,6 +97,9 @@ def _objects(xml_path: Path) -> Objects:
             difficult = int(float(obj.findtext("difficult", "0") or 0)) == 1
             out.append((name, [x0 - 1, y0 - 1, x1, y1], difficult))
         return out
+    except DefusedXmlException as exc:
+        raise TaglessError(f"{xml_path}: refused: the XML declares entities or external references "
+                           f"({type(exc).__name__}); a VOC annotation needs neither") from None
     except (ET.ParseError, AttributeError, TypeError, ValueError) as exc:
         if isinstance(exc, TaglessError):
             raise
