@@ -7,8 +7,8 @@ function that runs it (``func(args) -> dict``: the results that ``--json`` print
 ``tagless.cli`` parses and dispatches only. A new command is one module here and one entry in ``COMMANDS``.
 """
 
-from tagless.commands import compare, data, demo, evaluate, labels, report, train
+from tagless.commands import compare, data, demo, evaluate, export, labels, report, train
 
-COMMANDS = (demo, train, report, data, labels, compare, evaluate)  # the order of ``tagless --help``
+COMMANDS = (demo, train, report, data, labels, compare, evaluate, export)  # the order of ``tagless --help``
 
 __all__ = ["COMMANDS"]
