@@ -40,6 +40,13 @@ class Backbone(nn.Module):
     def _stage(self, name: str, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def layer_modules(self, name: str) -> list[nn.Module]:
+        """The modules holding the parameters of block ``name`` (default: the attribute of that
+        name), e.g. for freezing the blocks below a fine-tuned one (``model.trainable``)."""
+        if name not in self.layer_names:
+            raise TaglessError(f"unknown layer {name!r}; valid layers: {', '.join(self.layer_names)}")
+        return [getattr(self, name)]
+
     def forward_features(self, x: Tensor, layers: Sequence[str] | str) -> dict[str, Tensor]:
         """Feature maps ``B x C_l x H_l x W_l`` after each block in `layers`.
 

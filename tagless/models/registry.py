@@ -17,6 +17,7 @@ from tagless.errors import TaglessError
 from tagless.models.alexnet import alexnet, alexnet_small
 from tagless.models.base import Backbone
 from tagless.models.resnet import resnet18, resnet34, resnet50
+from tagless.models.trainable import WORDS, freeze, frozen_layers
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "resnet18": resnet18,
@@ -38,6 +39,10 @@ class ModelConfig:
     zero_init_residual: ResNets only; start each residual block as the identity.
     init_checkpoint: a tagless checkpoint whose backbone weights start the run (fine-tuning,
         or self-labelling on top of a pre-trained network); its backbone must match.
+    trainable: which backbone blocks train (paper 002, Table 7: "fc6-8" vs "all"): all | head
+        (the backbone frozen, the method's layers train) | a block name such as layer3 (it and
+        the later blocks train). Frozen weights are in no optimiser, and the BatchNorms of frozen
+        blocks keep their running statistics (eval mode, as fine-tuning practice does).
     """
 
     backbone: str = "resnet18"
@@ -45,6 +50,15 @@ class ModelConfig:
     width: Annotated[float, Range(0, 64, low_open=True)] = 1.0
     zero_init_residual: bool = False
     init_checkpoint: str = ""
+    trainable: str = "all"  # all | head | a block name (layer3): it and later blocks train; frozen BN in eval mode
+
+    def validate(self) -> None:
+        if self.trainable not in WORDS:
+            import torch
+
+            with torch.device("meta"):  # the block names only: no memory, no initialisation cost
+                names = build_backbone(self.backbone, **backbone_kwargs(self)).layer_names
+            frozen_layers(names, self.trainable)
 
 
 def _factory(name: str) -> Callable[..., Backbone]:
@@ -79,10 +93,11 @@ def backbone_kwargs(cfg: ModelConfig) -> dict[str, Any]:
 
 def build_backbone_from_config(cfg: ModelConfig) -> Backbone:
     """`build_backbone(cfg.backbone, **backbone_kwargs(cfg))`, with the weights of
-    `cfg.init_checkpoint` when set."""
+    `cfg.init_checkpoint` when set and the blocks `cfg.trainable` leaves out frozen."""
     backbone = build_backbone(cfg.backbone, **backbone_kwargs(cfg))
     if cfg.init_checkpoint:
         load_backbone_weights(backbone, cfg.init_checkpoint, cfg.backbone, backbone_kwargs(cfg))
+    freeze(backbone, cfg.trainable)
     return backbone
 
 

@@ -172,6 +172,10 @@ class ResNet(Backbone):
     def _stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
+    def layer_modules(self, name: str) -> list[nn.Module]:
+        """Block ``name``'s modules; the stem is ``conv1`` and ``bn1``."""
+        return [self.conv1, self.bn1] if name == "stem" else super().layer_modules(name)
+
     def _stage(self, name: str, x: Tensor) -> Tensor:
         if name == "stem":
             return self._stem(x)
