@@ -34,7 +34,8 @@ def summarise(per_seed: list[dict], table: str) -> list[dict]:
     label, floor, columns = TABLES[table]
     names = [r[label] for r in per_seed[0][table]]
     floor_name = next(n for n in names if n.startswith(floor))
-    value = lambda name, col: [r[col] for s in per_seed for r in s[table] if r[label] == name and r.get(col) is not None]
+    value = lambda name, col: [r[col] for s in per_seed for r in s[table]
+                               if r[label] == name and r.get(col) is not None]
     out = []
     for name in names:
         row = {label: name}
