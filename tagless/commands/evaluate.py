@@ -1,6 +1,10 @@
-"""``tagless eval {knn,linear,layers,cluster,map}``: each evaluator on features from a
+"""``tagless eval {knn,linear,layers,cluster,map,real}``: each evaluator on features from a
 ``.npz`` file or from a checkpoint + data config. Every command returns a results dict
-(printed as a table; ``--json`` prints it as the last line)."""
+(printed as a table; ``--json`` prints it as the last line).
+
+The linear probe's options (``--metric``, ``--max-iter``, ...) default to the ``probe`` section
+of the recipe ``--data`` names (the ``transfer_*`` recipes carry paper 004's protocol), else to
+:class:`tagless.eval.config.ProbeConfig`'s defaults; an option given on the command line wins."""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ import time
 import numpy as np
 import torch
 
+from tagless import config_io
 from tagless.device import resolve_device
 from tagless.errors import TaglessError
 from tagless.eval.cluster import cluster_scores, kmeans
+from tagless.eval.config import PROBE_METRICS, PROTOCOLS, ProbeConfig
 from tagless.eval.inputs import EvalInputs, dataset_targets, load_npz
 from tagless.eval.knn import knn_accuracy
 from tagless.eval.linear import linear_probe
@@ -31,7 +37,9 @@ NEEDS = {
     "linear": ("x_train", "y_train", "x_test", "y_test"),
     "cluster": ("y_test", "x_test|pred"),
     "map": ("y_test", "scores|x_test"),
+    "real": ("scores|x_test",),
 }
+METRIC_LABELS = {"accuracy": "top-1 (%)", "mean_per_class_accuracy": "mean per-class acc. (%)"}
 
 
 def add_parser(sub) -> None:
@@ -50,14 +58,21 @@ def add_parser(sub) -> None:
     common.add_argument("--cache-dir", default=None, help="feature cache folder (default: data.cache_dir)")
 
     linear_opts = argparse.ArgumentParser(add_help=False)
-    linear_opts.add_argument("--protocol", choices=("val", "best_on_test"), default="val",
-                             help="val: choose L2 on a validation split, refit on train+val; best_on_test: paper 001's "
-                                  "report of the best test score over the sweep")
-    linear_opts.add_argument("--num-l2", type=int, default=45, help="sweep size (paper 001: 45)")
-    linear_opts.add_argument("--l2-range", type=float, nargs=2, default=(1e-6, 1e5), metavar=("MIN", "MAX"))
-    linear_opts.add_argument("--standardize", action="store_true")
-    linear_opts.add_argument("--max-iter", type=int, default=1000)
-    linear_opts.add_argument("--val-fraction", type=float, default=0.2)
+    probe = linear_opts.add_argument_group("linear probe (default: the probe section of --data's recipe, else "
+                                           "the value shown)")
+    probe.add_argument("--metric", choices=PROBE_METRICS, default=None,
+                       help="reported, and the L2 value chosen on it: top1, mean_per_class (paper 004's MPC), "
+                            "map_class, map_sample (default auto: top1, or map_class for multi-label)")
+    probe.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                       help="val: choose L2 on a validation split, refit on train+val; best_on_test: paper 001's "
+                            "report of the best test score over the sweep (default val)")
+    probe.add_argument("--num-l2", type=int, default=None, help="sweep size (default 45, paper 001)")
+    probe.add_argument("--l2-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                       help="default 1e-6 1e5")
+    probe.add_argument("--standardize", action="store_true", default=None)
+    probe.add_argument("--max-iter", type=int, default=None,
+                       help="L-BFGS iterations per fit (default 1000; paper 004: 5000)")
+    probe.add_argument("--val-fraction", type=float, default=None, help="protocol val's held-out share (default 0.2)")
 
     k = ev.add_parser("knn", parents=[common], help="weighted kNN (papers 002, 004)")
     k.add_argument("--k", type=int, action="append", help="neighbours; repeat for several (default 20)")
@@ -89,6 +104,17 @@ def add_parser(sub) -> None:
                    help="with a classifier checkpoint (method multilabel): fit the one-vs-rest linear probe on its "
                         "frozen backbone instead of using its own classifier")
     m.set_defaults(run=run_map)
+    r = ev.add_parser("real", parents=[common, linear_opts],
+                      help="ImageNet ReaL top-1 and mAP (paper 003, Table K.1) of a classifier or a linear probe",
+                      description="Score the test split (ImageNet's validation images) against the ReaL labels: the "
+                                  "checkpoint's own classifier when it has one, else (or with --probe) the linear "
+                                  "probe fitted on the train split; with --features, 'scores' or x_train/y_train/"
+                                  "x_test in the order of real.json. Images whose ReaL list is empty are left out.")
+    r.add_argument("--real-labels", required=True, metavar="REAL_JSON",
+                   help="real.json: one list of class ids per validation image, in file order")
+    r.add_argument("--probe", action="store_true",
+                   help="fit the linear probe even when the checkpoint has a classifier")
+    r.set_defaults(run=run_real)
     p.set_defaults(func=run_eval)
 
 
@@ -112,7 +138,7 @@ def _from_checkpoint(args, layer=None, pool_dim=9600, pool_mode="max") -> EvalIn
     return EvalInputs(x_tr, dataset_targets(ds_tr), x_te, dataset_targets(ds_te), boxes=ds_te.boxes,
                       image_size=data.image_size, areas=ds_te.extras.get("area"),
                       size_thresholds=tuple(data.object_size_thresholds), classes=list(ds_te.classes),
-                      source=str(args.checkpoint))
+                      source=str(args.checkpoint), paths=ds_te.paths)
 
 
 def _classifier_inputs(args) -> EvalInputs | None:
@@ -131,7 +157,7 @@ def _classifier_inputs(args) -> EvalInputs | None:
     return EvalInputs(y_test=dataset_targets(ds_te), scores=scores.numpy(), boxes=ds_te.boxes,
                       image_size=data.image_size, areas=ds_te.extras.get("area"),
                       size_thresholds=tuple(data.object_size_thresholds), classes=list(ds_te.classes),
-                      source=str(args.checkpoint))
+                      source=str(args.checkpoint), paths=ds_te.paths)
 
 
 def _inputs(args, evaluator: str) -> EvalInputs:
@@ -161,16 +187,34 @@ def run_knn(args) -> dict:
     return {"evaluator": "knn", "results": rows}
 
 
+OPTIONS = {"metric": "metric", "protocol": "protocol", "num_l2": "num_l2", "l2_range": "l2_range",
+           "standardize": "standardize", "max_iter": "max_iter", "val_fraction": "val_fraction"}  # field: option
+
+
+def probe_settings(args) -> ProbeConfig:
+    """The probe's settings: the ``probe`` section of ``--data``'s recipe (or the defaults), each
+    field replaced by its command-line option when given."""
+    from tagless.engine.run_config import load_config
+
+    base = config_io.to_dict(load_config(args.data).probe if args.data else ProbeConfig())
+    for field, option in OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            base[field] = list(value) if isinstance(value, (list, tuple)) else value
+    return config_io.from_dict(ProbeConfig, base, prefix="probe")
+
+
 def _probe(args, inp: EvalInputs):
-    l2_values = np.logspace(np.log10(args.l2_range[0]), np.log10(args.l2_range[1]), args.num_l2)
-    return linear_probe(inp.x_train, inp.y_train, inp.x_test, inp.y_test, protocol=args.protocol,
-                        val_fraction=args.val_fraction, standardize=args.standardize, l2_values=l2_values,
-                        max_iter=args.max_iter, device=resolve_device(args.device))
+    cfg = probe_settings(args)
+    l2_values = np.logspace(np.log10(cfg.l2_range[0]), np.log10(cfg.l2_range[1]), cfg.num_l2)
+    return linear_probe(inp.x_train, inp.y_train, inp.x_test, inp.y_test, protocol=cfg.protocol,
+                        val_fraction=cfg.val_fraction, standardize=cfg.standardize, l2_values=l2_values,
+                        metric=cfg.metric, max_iter=cfg.max_iter, device=resolve_device(args.device))
 
 
 def _probe_row(name: str, res) -> dict:
     label = "best over sweep ON TEST (paper 001)" if res.protocol == "best_on_test" else "L2 chosen on val, refit"
-    metric = "top-1 (%)" if res.metric == "accuracy" else f"{res.metric} (%)"
+    metric = METRIC_LABELS.get(res.metric, f"{res.metric} (%)")
     return {"features": name, metric: 100 * res.score, "l2": float(res.l2), "protocol": label}
 
 
@@ -179,9 +223,9 @@ def run_linear(args) -> dict:
     res = _probe(args, inp)
     row = _probe_row(args.layer or "pooled", res)
     print(format_table([row], title=f"linear probe on {inp.source}: {len(res.l2_values)} L2 values"))
-    return {"evaluator": "linear", "results": [row], "curve": {"l2": res.l2_values.tolist(),
-                                                               "score": res.curve.tolist(),
-                                                               "split": res.curve_split}}
+    return {"evaluator": "linear", "results": [row], "metric": res.metric, "score": res.score,
+            "probe": config_io.to_dict(probe_settings(args)), "n_iter": res.model.n_iter,
+            "curve": {"l2": res.l2_values.tolist(), "score": res.curve.tolist(), "split": res.curve_split}}
 
 
 def run_layers(args) -> dict:
@@ -258,3 +302,37 @@ def run_map(args) -> dict:
         row.update({f"mAP {k}": 100 * v for k, v in sizes.items() if isinstance(v, float)})
     print(format_table([row], title=f"multi-label metrics on {inp.source} (%)"))
     return result
+
+
+def run_real(args) -> dict:
+    """ReaL top-1 and mAP of the checkpoint's classifier, a linear probe, or given scores."""
+    from tagless.data.real_labels import read_real_labels, real_labels_for
+    from tagless.eval.real import real_scores
+
+    real = read_real_labels(args.real_labels)
+    inp = _classifier_inputs(args)
+    how = "the checkpoint's classifier" if inp is not None else "given scores"
+    inp = inp or _inputs(args, "real")
+    if inp.scores is None:
+        if inp.x_train is None or inp.y_train is None or inp.x_test is None:
+            raise TaglessError(f"{inp.source}: real needs 'scores', or x_train/y_train/x_test to fit a linear probe")
+        res = _probe(args, inp)
+        inp.scores = res.model.decision_function(torch.as_tensor(inp.x_test)).cpu().numpy()
+        how = f"linear probe (l2={res.l2:.2e}, {res.protocol})"
+    if inp.paths:
+        lists = real_labels_for(inp.paths, real, args.real_labels)
+    elif len(real) == len(inp.scores):
+        lists = real
+    else:
+        raise TaglessError(f"{inp.source}: {len(inp.scores)} scored images but {len(real)} entries in "
+                           f"{args.real_labels}, and no file names to match them by")
+    numbers = real_scores(inp.scores, lists)
+    row = {"scores": how, "ReaL top-1 (%)": 100 * numbers["real_top1"], "ReaL mAP (%)": 100 * numbers["real_map"]}
+    if inp.y_test is not None and inp.y_test.ndim == 1:  # the original labels, on the same images
+        kept = np.array([i for i, labels in enumerate(lists) if labels])
+        row["top-1, original labels (%)"] = 100 * float((np.asarray(inp.scores)[kept].argmax(1)
+                                                          == inp.y_test[kept]).mean())
+    row.update(images=numbers["images"], left_out=numbers["left_out"],
+               labels_per_image=numbers["labels_per_image"])
+    print(format_table([row], title=f"ImageNet ReaL on {inp.source} (images with an empty ReaL list left out)"))
+    return {"evaluator": "real", "results": [row], **numbers}

@@ -16,6 +16,7 @@ from tagless.data import DataConfig
 from tagless.data.label_modes import LabelsConfig
 from tagless.engine.config import OptimConfig, TrainConfig
 from tagless.errors import TaglessError
+from tagless.eval.config import ProbeConfig
 from tagless.files import check_folder_name
 from tagless.losses.registry import LossConfig
 from tagless.methods import METHODS, MethodConfig, MocoConfig
@@ -41,6 +42,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=default_loss)  # tagged union; read by method multilabel
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)  # how `tagless eval linear --data RECIPE` scores it
 
     def validate(self) -> None:
         check_folder_name(self.name, "name")
@@ -98,7 +100,7 @@ def describe_section(section: str) -> dict[str, list[dict]]:
         return {"views (unset fields take the recipe's value)": rows}
 
     plain = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig,
-             "labels": LabelsConfig}
+             "labels": LabelsConfig, "probe": ProbeConfig}
     if section in plain:
         return {section: config_io.describe(plain[section])}
     if section == "views":
@@ -120,8 +122,8 @@ def describe_section(section: str) -> dict[str, list[dict]]:
         return {"run": config_io.describe(RunConfig)}
     if section == "all":
         tables = {"run": config_io.describe(RunConfig)}
-        for name in ("data", "views", "model", "method", "labels", "loss", "optim", "train"):
+        for name in ("data", "views", "model", "method", "labels", "loss", "optim", "train", "probe"):
             tables.update(describe_section(name))
         return tables
     raise TaglessError(f"--help-config: unknown section {section!r} (valid: run, data, views, model, method, "
-                       f"method.NAME, labels, loss, loss.NAME, optim, train, all)")
+                       f"method.NAME, labels, loss, loss.NAME, optim, train, probe, all)")

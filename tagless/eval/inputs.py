@@ -25,6 +25,7 @@ class EvalInputs:
     size_thresholds: tuple[float, float] | None = None  # small/medium and medium/large limits, pixels^2
     classes: list[str] = field(default_factory=list)
     source: str = ""
+    paths: list[str] | None = None  # the test images' files, when the data has files (ReaL's matching)
 
 
 def _check_features(name: str, x: np.ndarray, source: str) -> np.ndarray:
@@ -98,8 +99,9 @@ def load_npz(path: str | Path, need: tuple[str, ...]) -> EvalInputs:
         inp.pred = _check_labels("pred", arrays["pred"], n, source)
     if "scores" in arrays:
         s = _check_features("scores", arrays["scores"], source)
-        if inp.y_test is not None and s.shape != inp.y_test.shape:
-            raise TaglessError(f"{source}: 'scores' has shape {s.shape} but y_test has {inp.y_test.shape}")
+        y = inp.y_test  # multi-label: one score per label; single labels (ReaL): one row per image
+        if y is not None and (s.shape != y.shape if y.ndim == 2 else s.shape[0] != y.shape[0]):
+            raise TaglessError(f"{source}: 'scores' has shape {s.shape} but y_test has {y.shape}")
         inp.scores = s
     if "classes" in arrays:
         inp.classes = [str(c) for c in arrays["classes"]]
