@@ -102,9 +102,9 @@ def check_folder_name(value, where: str) -> str:
 
 
 class FileLock:
-    """An exclusive ``fcntl.flock`` on the file ``path`` (created if missing), held until
-    :meth:`release` or the end of a ``with`` block. The kernel drops the lock with the file
-    descriptor, so a killed holder never leaves a stale lock. The lock file is left in place:
+    """An exclusive ``fcntl.flock`` on ``path``, a file (created if missing) or a folder, held
+    until :meth:`release` or the end of a ``with`` block. The kernel drops the lock with the
+    file descriptor, so a killed holder never leaves a stale lock. A lock file is left in place:
     deleting it would let two processes lock two different files of the same name.
 
     ``busy``: None waits for the lock; a message makes a lock held elsewhere a TaglessError
@@ -112,31 +112,55 @@ class FileLock:
 
     def __init__(self, path: str | Path, busy: str | None = None):
         self.path = Path(path)
+        self._fd = -1
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a")  # noqa: SIM115 - held open until release()
+            if self.path.is_dir():
+                self._fd = os.open(self.path, os.O_RDONLY)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise TaglessError(f"cannot create the lock file {self.path}: {e.strerror or e}") from None
+            raise TaglessError(f"cannot open {self.path} to lock it: {e.strerror or e}") from None
         try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | (0 if busy is None else fcntl.LOCK_NB))
-        except BlockingIOError:
-            self._file.close()
-            raise TaglessError(busy) from None
-        except BaseException:
-            self._file.close()
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if busy is None else fcntl.LOCK_NB))
+        except BaseException as e:
+            os.close(self._fd)
+            self._fd = -1
+            if isinstance(e, BlockingIOError):
+                raise TaglessError(busy) from None
             raise
 
     @property
     def held(self) -> bool:
-        return not self._file.closed
+        return self._fd >= 0
 
     def release(self) -> None:
-        if not self._file.closed:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)  # closing the only descriptor drops the lock
 
     def __enter__(self) -> FileLock:
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def is_locked(path: str | Path) -> bool:
+    """Whether another open file description holds a :class:`FileLock` on ``path`` now."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False

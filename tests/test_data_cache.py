@@ -23,9 +23,9 @@ def count_decodes(monkeypatch):
     calls = []
     real = decode_mod.decode_image
 
-    def counting(path, size):
+    def counting(path, size, *limit):
         calls.append(path)
-        return real(path, size)
+        return real(path, size, *limit)
 
     monkeypatch.setattr(decode_mod, "decode_image", counting)
     return calls
@@ -69,11 +69,11 @@ def test_interrupted_build_leaves_no_entry(tmp_path, monkeypatch):
                      cache_dir=str(tmp_path / "cache"), test_fraction=0.0)
     real, calls = decode_mod.decode_image, []
 
-    def interrupted(path, size):
+    def interrupted(path, size, *limit):
         calls.append(path)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(path, size)
+        return real(path, size, *limit)
 
     monkeypatch.setattr(decode_mod, "decode_image", interrupted)
     with pytest.raises(KeyboardInterrupt):

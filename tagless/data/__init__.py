@@ -12,12 +12,13 @@ Sources (`SOURCES`, `DataConfig.source`):
   optional `negatives` column lists known negatives (`*` = all other classes); when that
   column exists every class in neither column is unknown (-1). label_kind is read from the
   content ('multi' / 'partial' / 'single_positive') unless `label_kind` is set.
-- `cifar10` / `cifar100`: the python pickle batches (trusted files only).
+- `cifar10` / `cifar100`: the python pickle batches, through a restricted unpickler (no code runs).
 - `coco`: instances JSON + image folder; multi-label, boxes, `extras['crowd']`.
-- `voc`: VOC XML; VOC07 targets (1 / -1 only difficult / 0), boxes, `extras['difficult']`.
+- `voc`: VOC XML (defusedxml); VOC07 targets (1 / -1 only difficult / 0), boxes, `extras['difficult']`.
 
-Splits are 'train', 'test' and 'all'. Unreadable images are skipped with a warning on the
-`tagless.data` logger (or raise with `on_corrupt='fail'`). See cache.py for the cache.
+Splits are 'train', 'test' and 'all'. Unreadable images, and images of more pixels than
+`max_image_pixels` (never decoded), are skipped with a warning on the `tagless.data` logger
+(or raise with `on_corrupt='fail'`). See cache.py for the cache.
 """
 from tagless.data.config import DataConfig
 from tagless.data.dataset import ImageDataset

@@ -13,10 +13,22 @@ log = logging.getLogger("tagless.data")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def decode_image(path: str, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """One file -> (uint8 size x size x 3, original (width, height)). Raises on a bad file."""
+class ImageTooLarge(ValueError):
+    """An image file of more pixels than ``data.max_image_pixels``: skipped, never decoded."""
+
+
+def decode_image(path: str, size: int, max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """One file -> (uint8 size x size x 3, original (width, height)). Raises on a bad file, and
+    (:class:`ImageTooLarge`) on one of more than ``max_pixels`` pixels, read from the header
+    before any pixel is decoded (a small PNG can hold a 10^4 x 10^4 image: a decompression
+    bomb). A JPEG at least twice the target size is decoded at a reduced scale (``draft``:
+    1/2, 1/4 or 1/8, never below ``size``), then resized as any other image."""
     with Image.open(path) as im:
         original = im.size
+        if max_pixels is not None and original[0] * original[1] > max_pixels:
+            raise ImageTooLarge(f"{original[0]} x {original[1]} pixels, over data.max_image_pixels={max_pixels}")
+        if im.format == "JPEG" and min(original) >= 2 * size:
+            im.draft("RGB", (size, size))
         rgb = im.convert("RGB")  # forces the full decode: truncated files fail here
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
@@ -50,17 +62,19 @@ def _workers(requested: int, n: int) -> int:
 
 
 def decode_into(out: np.ndarray, paths: list[str], size: int, workers: int = 0,
-                stop_on_error: bool = False) -> tuple[np.ndarray, list[tuple[int, str]]]:
+                stop_on_error: bool = False, max_pixels: int | None = None,
+                ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Decode `paths` into rows of `out`; return (original sizes int64 N x 2, errors).
 
-    errors are (index, reason) of unreadable files, whose rows are left as zeros and whose
-    size is (0, 0). With stop_on_error the first error (in file order) stops the work."""
+    errors are (index, reason) of unreadable files (and of files over `max_pixels` pixels),
+    whose rows are left as zeros and whose size is (0, 0). With stop_on_error the first error
+    (in file order) stops the work."""
     sizes = np.zeros((len(paths), 2), np.int64)
     errors: list[tuple[int, str]] = []
 
     def one(i: int):
         try:
-            out[i], sizes[i] = decode_image(paths[i], size)
+            out[i], sizes[i] = decode_image(paths[i], size, max_pixels)
             return None
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types; any failure = unreadable file
             out[i] = 0

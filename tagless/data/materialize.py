@@ -58,7 +58,7 @@ def _decode(cfg, listing: Listing, store: _Store) -> tuple[ImageDataset, list[st
         sizes, errors = decode.resize_into(images, listing.arrays, size), []
     else:
         sizes, errors = decode.decode_into(images, listing.paths, size, cfg.decode_workers,
-                                           stop_on_error=cfg.on_corrupt == "fail")
+                                           stop_on_error=cfg.on_corrupt == "fail", max_pixels=cfg.max_image_pixels)
     skipped = [listing.paths[i] for i, _ in errors]
     if errors and cfg.on_corrupt == "fail":
         i, reason = errors[0]
