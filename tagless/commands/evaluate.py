@@ -127,12 +127,23 @@ def run_eval(args) -> dict:
     return result
 
 
+def _data_for(args, loaded):
+    """The data section the evaluation reads, said once per command (see ``data_origin``)."""
+    from tagless.engine.checkpoint_features import data_config_for, data_origin
+
+    data = data_config_for(loaded, args.data, args.data_overrides)
+    if not getattr(args, "data_announced", False):
+        print(data_origin(loaded, data, args.data, args.data_overrides), flush=True)
+        args.data_announced = True
+    return data
+
+
 def _from_checkpoint(args, layer=None, pool_dim=9600, pool_mode="max") -> EvalInputs:
-    from tagless.engine.checkpoint_features import data_config_for, dataset_features, load_backbone
+    from tagless.engine.checkpoint_features import dataset_features, load_backbone
 
     device = resolve_device(args.device)
     loaded = load_backbone(args.checkpoint, device)
-    data = data_config_for(loaded, args.data, args.data_overrides)
+    data = _data_for(args, loaded)
     x_tr, ds_tr = dataset_features(loaded, data, "train", layer, pool_dim, pool_mode, args.cache_dir, device)
     x_te, ds_te = dataset_features(loaded, data, "test", layer, pool_dim, pool_mode, args.cache_dir, device)
     return EvalInputs(x_tr, dataset_targets(ds_tr), x_te, dataset_targets(ds_te), boxes=ds_te.boxes,
@@ -144,7 +155,6 @@ def _from_checkpoint(args, layer=None, pool_dim=9600, pool_mode="max") -> EvalIn
 def _classifier_inputs(args) -> EvalInputs | None:
     """The test split scored by the checkpoint's own classifier (method multilabel), or None
     when the checkpoint has no classifier or ``--probe`` asks for the linear probe."""
-    from tagless.engine.checkpoint_features import data_config_for
     from tagless.engine.classifier_eval import checkpoint_test_scores, load_classifier
 
     if not args.checkpoint or args.probe:
@@ -152,7 +162,7 @@ def _classifier_inputs(args) -> EvalInputs | None:
     loaded, model = load_classifier(args.checkpoint, resolve_device(args.device))
     if model is None:
         return None
-    data = data_config_for(loaded, args.data, args.data_overrides)
+    data = _data_for(args, loaded)
     ds_te, scores = checkpoint_test_scores(model, loaded, data)
     return EvalInputs(y_test=dataset_targets(ds_te), scores=scores.numpy(), boxes=ds_te.boxes,
                       image_size=data.image_size, areas=ds_te.extras.get("area"),

@@ -12,6 +12,7 @@ from tagless import config_io
 from tagless.compare.plots import plot_bars, plot_curves, plot_score_panels, plot_validation
 from tagless.compare.spec import CompareSpec, base_config
 from tagless.compare.table import flat_run
+from tagless.files import write_text_atomic
 from tagless.report.html import render_html
 
 
@@ -85,9 +86,7 @@ def write_report(spec: CompareSpec, runs: list[dict], shown: list[dict], metrics
         text = html.escape(rel[r["run_dir"]])
         page = page.replace(f"<td>{text}</td>",
                             f'<td><a href="{html.escape(quote(rel[r["run_dir"]]))}/">{text}</a></td>')
-    path = out / "report.html"
-    path.write_text(page)
-    return path
+    return write_text_atomic(out / "report.html", page)
 
 
 def _file_part(metric: str) -> str:

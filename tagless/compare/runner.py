@@ -29,6 +29,7 @@ from tagless.compare.table import (
 from tagless.engine.run_config import load_config
 from tagless.engine.trainer import train
 from tagless.errors import TaglessError
+from tagless.files import write_text_atomic
 from tagless.tables import format_table, json_safe
 
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -49,11 +50,16 @@ class PlannedRun:
 
 
 def _stale(run_dir: Path, cfg) -> str | None:
-    """The first config key whose value differs from the one the run directory was trained with."""
+    """The first config key whose value differs from the one the run directory was trained with.
+    A config.yaml that cannot be read is stale too: a run is reused only when it is known to
+    be this config's."""
     try:
-        saved = config_io.flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
-    except (OSError, yaml.YAMLError):
-        return None
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        return f"its config.yaml cannot be read ({type(e).__name__})"
+    if not isinstance(saved, dict):
+        return "its config.yaml is not a mapping of sections"
+    saved = config_io.flatten(saved)
     now = config_io.flatten(config_io.to_dict(cfg))
     for key in sorted(set(saved) | set(now)):
         if key != "out_dir" and saved.get(key) != now.get(key):
@@ -142,9 +148,7 @@ def _run_one(run: PlannedRun, progress: bool) -> dict:
     except (TaglessError, _OUT_OF_MEMORY) as e:
         return row | {"status": "failed", "metrics": {}, "error": _one_line(e)}
     record = {"variant": run.variant, "seed": run.seed, "point": run.point} | _result_record(result, resumed)
-    tmp = run.run_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, allow_nan=False))
-    tmp.replace(run.run_dir / "result.json")
+    write_text_atomic(run.run_dir / "result.json", json.dumps(record, indent=2, allow_nan=False))
     return row | {"status": "resumed" if resumed else "trained", "metrics": run_metrics(record), "error": None,
                   "selection": record["selection"]}
 
@@ -175,10 +179,10 @@ def run_compare(spec: CompareSpec, rerun: bool = False, dry_run: bool = False, p
     out = spec.dir
     out.mkdir(parents=True, exist_ok=True)
     write_csv(table, out / "compare.csv")
-    (out / "compare.md").write_text(markdown_table(shown))
+    write_text_atomic(out / "compare.md", markdown_table(shown))
     result = {"table": table, "runs": [flat_run(r) for r in runs], "chosen": [flat_run(r) for r in chosen],
               "select": spec.select, "dir": str(out), "failed": failed, "report": str(out / "report.html")}
-    (out / "compare.json").write_text(json.dumps(json_safe(result), indent=2, default=str))
+    write_text_atomic(out / "compare.json", json.dumps(json_safe(result), indent=2, default=str))
     write_report(spec, runs, shown, metrics, table, chosen)
     how = ("" if len(chosen) == len(runs) else "; each grid point chosen on the validation split"
            if spec.select == "val" else "; GRID POINTS CHOSEN ON THE TEST SPLIT")

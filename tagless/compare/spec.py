@@ -3,19 +3,18 @@ variants, validated before anything trains (see :mod:`tagless.compare`)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tagless import config_io
 from tagless.engine.run_config import CONFIG_DIR, load_config, resolve_config_path
 from tagless.errors import TaglessError
+from tagless.files import check_folder_name
 
 KEYS = ("name", "out_dir", "base", "set", "seeds", "metrics", "reference", "variants", "sweep", "select")
 VARIANT_KEYS = ("name", "set", "base", "sweep")
 SELECT = ("val", "test")  # how a sweep's grid point is chosen: on the validation split, or (named) on test
 RESERVED = ("seed", "name", "out_dir")  # set by compare for every run
-_NAME = re.compile(r"^[\w.+-]+$")
 
 
 @dataclass
@@ -52,10 +51,7 @@ class CompareSpec:
         return Path(self.out_dir) / self.name
 
 
-def _folder_name(value, where: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
-        raise TaglessError(f"{where}: {value!r} must be letters, digits and _ . + - (it names a folder)")
-    return value
+_folder_name = check_folder_name  # the rule of run names too (RunConfig.name)
 
 
 def _overrides(value, where: str) -> list[str]:

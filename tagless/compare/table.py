@@ -4,11 +4,13 @@ reference with a seed-noise verdict, and its CSV / Markdown forms."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 
+from tagless.files import write_text_atomic
 from tagless.tables import format_float
 
 SPEED = ("wall_s", "images_per_s")
@@ -166,12 +168,14 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
+    """``rows`` as CSV, written atomically."""
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, columns)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in r.items()})
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, columns)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in r.items()})
+    write_text_atomic(path, text.getvalue())
 
 
 def flat_run(r: dict) -> dict:

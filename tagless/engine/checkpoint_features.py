@@ -99,9 +99,25 @@ def dataset_features(loaded: LoadedBackbone, data: DataConfig, split: str, layer
     return x, dataset
 
 
+def data_origin(loaded: LoadedBackbone, data: DataConfig, data_path: str | None, overrides: list[str]) -> str:
+    """One line saying which data a command reads and where that choice came from. A
+    checkpoint's data section is only a suggestion (a shared run directory may point anywhere):
+    the user sees it before anything is read, and ``--data`` / ``--set`` replace it."""
+    where = f"{data.source}" + (f" at {data.root}" if data.root else "")
+    if data_path:
+        origin = f"the data section of {data_path}"
+    else:
+        origin = (f"the data section stored in {loaded.checkpoint_path}; --data CONFIG or --set KEY=VALUE "
+                  f"reads other data")
+    if overrides:
+        origin += f", with --set {' '.join(overrides)}"
+    return f"data: {where} ({origin})"
+
+
 def data_config_for(loaded: LoadedBackbone, data_path: str | None, overrides: list[str]) -> DataConfig:
     """The data section: from a run-config YAML (or bundled recipe) when given, else the
-    checkpoint's own training data; then dotted overrides (``source=cifar10 root=...``)."""
+    checkpoint's own training data; then dotted overrides (``source=cifar10 root=...``).
+    :func:`data_origin` says which, in one line for the user."""
     from tagless.engine.run_config import load_config
 
     if data_path:

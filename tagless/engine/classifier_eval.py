@@ -10,6 +10,7 @@ reports (``TrainResult.test``, ``test.json``) and ``tagless compare`` tabulates.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -17,14 +18,17 @@ import numpy as np
 import torch
 
 from tagless.engine.monitor import classifier_scores
+from tagless.files import write_bytes_atomic
 
 SCORES_FILE = "test_scores.npz"  # logits (float16) and clean targets of the test split
 
 
 def save_test_scores(run_dir: Path, scores: torch.Tensor, targets: torch.Tensor) -> None:
-    """``RUN_DIR/test_scores.npz``: the logits and clean targets the report and compare read."""
-    np.savez_compressed(Path(run_dir) / SCORES_FILE, scores=scores.numpy().astype(np.float16),
-                        targets=targets.numpy().astype(np.int8))
+    """``RUN_DIR/test_scores.npz``: the logits and clean targets the report and compare read
+    (written atomically)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, scores=scores.numpy().astype(np.float16), targets=targets.numpy().astype(np.int8))
+    write_bytes_atomic(Path(run_dir) / SCORES_FILE, buffer.getvalue())
 
 
 def test_scores(method, dataset, cfg, device) -> tuple[torch.Tensor, torch.Tensor]:

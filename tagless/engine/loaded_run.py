@@ -16,7 +16,7 @@ import torch
 
 from tagless.checkpoint import load_checkpoint
 from tagless.data import DataConfig, ImageDataset, build_dataset
-from tagless.engine.checkpoint_features import LoadedBackbone, backbone_from_checkpoint, data_config_for
+from tagless.engine.checkpoint_features import LoadedBackbone, backbone_from_checkpoint, data_config_for, data_origin
 from tagless.engine.classifier_eval import checkpoint_classifier
 from tagless.engine.run_config import RunConfig, config_from_dict
 from tagless.errors import TaglessError
@@ -72,14 +72,17 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu", data_path: str | None = None,
-             data_overrides: list[str] = (), which: str = "last") -> LoadedRun:
+             data_overrides: list[str] = (), which: str = "last", announce: bool = True) -> LoadedRun:
     """Read ``RUN_DIR/checkpoints/last.pt`` (``which="best"``: best.pt, the epoch chosen on the
     validation split) once. ``data_path`` / ``data_overrides`` replace or amend the data section
-    stored in the checkpoint (see :func:`data_config_for`)."""
+    stored in the checkpoint (see :func:`data_config_for`); ``announce`` prints which data the
+    splits will be read from (a shared run directory's data section may point anywhere)."""
     run_dir = Path(run_dir).absolute()
     path = run_dir / (BEST if which == "best" else LAST)
     ckpt = load_checkpoint(path, map_location="cpu")
     backbone = backbone_from_checkpoint(ckpt, path, device)
     config = config_from_dict(ckpt["config"])
     data = data_config_for(backbone, data_path, list(data_overrides))
+    if announce:
+        print(data_origin(backbone, data, data_path, list(data_overrides)), flush=True)
     return LoadedRun(run_dir, ckpt, config, backbone, data)

@@ -33,6 +33,7 @@ from tagless.engine.optim import ScheduledOptimizers
 from tagless.engine.progress import MetricsLog, progress_bar
 from tagless.engine.runinfo import run_info
 from tagless.errors import TaglessError
+from tagless.files import FileLock, write_text_atomic
 from tagless.methods import METHODS, Batch, DataInfo, build_method, hook
 from tagless.models import backbone_kwargs, build_backbone_from_config
 
@@ -92,6 +93,45 @@ class Trainer:
         self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
         self.best_path = self.run_dir / "checkpoints" / "best.pt"
         self.progress = progress and dist.is_main()
+        self.lock = self._lock_run_dir()
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock_run_dir(self) -> FileLock | None:
+        """The main process holds ``RUN_DIR/.lock`` from here until :meth:`close` (or its end):
+        a second training of the same run directory stops with a one-line error instead of
+        interleaving metrics.jsonl and overwriting checkpoints and labels.npz."""
+        if not dist.is_main():
+            return None
+        missing = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
+        self._made_dir = missing[-1] if missing else None  # the topmost folder the lock creates
+        return FileLock(self.run_dir / ".lock",
+                        busy=f"{self.run_dir} is being trained by another process (it holds {self.run_dir / '.lock'}); "
+                             f"wait for it to finish, or choose another name=")
+
+    def close(self) -> None:
+        """Release the run directory (a run that stopped before writing anything leaves none)."""
+        lock, self.lock = getattr(self, "lock", None), None
+        if lock is None:
+            return
+        made = getattr(self, "_made_dir", None)
+        empty = made is not None and [p.name for p in self.run_dir.iterdir()] == [".lock"]
+        if empty:  # unlinked while still held: nobody can lock this file after us
+            (self.run_dir / ".lock").unlink(missing_ok=True)
+        lock.release()
+        if empty:  # the folders the lock made, from the run directory up
+            for folder in (self.run_dir, *self.run_dir.parents):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # another process has started using it
+                if folder == made:
+                    break
+
+    def _setup(self, cfg, resume: bool) -> None:
         if self.ckpt_path.exists() and not resume:
             raise TaglessError(f"{self.run_dir} already holds a run: pass --resume to continue it "
                                f"or choose another name=")
@@ -250,6 +290,15 @@ class Trainer:
                             self.cfg.train.epochs))
 
     def run(self) -> TrainResult:
+        """Train to the end (or ``max_steps``); the run directory stays locked until it returns."""
+        if self.lock is None and dist.is_main():
+            self.lock = self._lock_run_dir()
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> TrainResult:
         cfg = self.cfg
         if dist.is_main():
             from tagless.data.summary import one_line
@@ -257,7 +306,7 @@ class Trainer:
             print(one_line(cfg.data, self.train_set, self.held_out), flush=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_io.save(cfg, self.run_dir / "config.yaml")
-            (self.run_dir / "run_info.json").write_text(json.dumps(run_info(self.device, self.world), indent=2))
+            write_text_atomic(self.run_dir / "run_info.json", json.dumps(run_info(self.device, self.world), indent=2))
         if self.resume:
             self.load()
         self._step_on_device.fill_(self.step)
@@ -355,7 +404,7 @@ class Trainer:
             if self.best:
                 record.update(selected_epoch=self.best["epoch"], select_metric=self.best["metric"],
                               select_value=self.best["value"], last_epoch=epochs, last_epoch_test=last or numbers)
-            (self.run_dir / "test.json").write_text(json.dumps(record, indent=2))
+            write_text_atomic(self.run_dir / "test.json", json.dumps(record, indent=2))
             save_test_scores(self.run_dir, scores, targets)
         return numbers, last
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tagless.data.summary import class_counts, class_rows, facts_header
+from tagless.files import write_text_atomic
 from tagless.report.html import render_html
 from tagless.report.plots import plot_boxes, plot_class_counts, plot_image_grid
 
@@ -66,5 +67,4 @@ def write_data_report(facts: dict, datasets: dict, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     page = render_html(f"tagless data: {facts['source']}", [{k: v for k, v in s.items() if v is not None}
                                                            for s in sections], base_dir=out.parent)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return write_text_atomic(out, page)

@@ -20,6 +20,7 @@ from tagless.engine.checkpoint_features import dataset_features
 from tagless.engine.loaded_run import BEST, LAST, LoadedRun, load_run
 from tagless.errors import TaglessError
 from tagless.eval.scoring import score_multilabel, score_single_label
+from tagless.files import write_text_atomic
 from tagless.report.classifier import classifier_sections
 from tagless.report.clusters import cluster_sections
 from tagless.report.neighbours import neighbour_sections
@@ -54,9 +55,12 @@ def feature_section(run: LoadedRun, out_dir: Path, k: int = 20, temperature: flo
 
 
 def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k: int = 20,
-               temperature: float = 0.07, cams: list[int] | None = None) -> dict:
+               temperature: float = 0.07, cams: list[int] | None = None, data_path: str | None = None,
+               data_overrides: list[str] = ()) -> dict:
     """Write the report of a run directory; returns {'report': path, 'results': rows}.
-    ``cams``: test-image indices whose class activation maps a classifier run draws."""
+    ``cams``: test-image indices whose class activation maps a classifier run draws;
+    ``data_path`` / ``data_overrides``: other data than the checkpoint's data section
+    (:func:`tagless.engine.loaded_run.load_run`)."""
     run_dir = Path(run_dir).absolute()
     if not run_dir.is_dir():
         raise TaglessError(f"run directory not found: {run_dir}")
@@ -64,7 +68,8 @@ def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k
     rows: list[dict] = []
     if (run_dir / LAST).is_file():
         best = (run_dir / BEST).is_file()  # the model the run keeps: chosen on the validation split
-        run = load_run(run_dir, resolve_device(device), which="best" if best else "last")
+        run = load_run(run_dir, resolve_device(device), data_path, list(data_overrides),
+                       which="best" if best else "last")
         out_dir = report_dir(run_dir)
         if best:
             sections.append({"title": "Checkpoint", "text": f"Evaluated: checkpoints/best.pt, epoch "
@@ -79,5 +84,5 @@ def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k
         sections += [s for s in clusters if s.get("folded")] + neighbour_sections(run, out_dir)
     sections += solver_section(run_dir)  # SeLa's per-head Sinkhorn curves, folded, last
     path = write_report(run_dir, sections, embed=embed)
-    (run_dir / "results.json").write_text(json.dumps({"evaluations": rows}, indent=2, default=float))
+    write_text_atomic(run_dir / "results.json", json.dumps({"evaluations": rows}, indent=2, default=float))
     return {"report": str(path), "results": rows}

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tagless.errors import TaglessError
+from tagless.files import write_text_atomic
 from tagless.report import plots
 from tagless.report.html import render_html
 
@@ -282,8 +283,4 @@ def write_report(run_dir, sections=None, title: str | None = None, embed: bool =
         sections = [training_section(run_dir)]
     sections = _relative_images(run_dir, list(sections))
     page = render_html(title or f"tagless report: {run_dir.resolve().name}", sections, embed=embed, base_dir=run_dir)
-    path = run_dir / "report.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees half a page
-    return path
+    return write_text_atomic(run_dir / "report.html", page)  # a reader never sees half a page
