@@ -37,11 +37,20 @@ def _add_global_flags(parser: argparse.ArgumentParser) -> None:
                 _add_global_flags(child)
 
 
+def unexpected(error: BaseException, limit: int = 300) -> str:
+    """One line for an exception tagless did not foresee: its type and its message's first line."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
+        if args.json:
+            print(json.dumps(json_safe(result), default=str, allow_nan=False))
     except TaglessError as e:
         if args.debug:
             raise
@@ -50,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tagless: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(json_safe(result), default=str, allow_nan=False))
+    except Exception as e:  # a bug or an unforeseen input: one line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"tagless: error: {unexpected(e)} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

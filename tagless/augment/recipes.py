@@ -103,7 +103,7 @@ class ViewsConfig:
     solarize_p: Fraction | None = None  # probability of solarisation
     solarize_threshold: Fraction | None = None  # pixels above it (in [0, 1]) are inverted
     flip_p: Fraction | None = None  # probability of a horizontal flip
-    mean: tuple[float, ...] | None = None  # normalisation (ImageNet's by default)
+    mean: tuple[Fraction, ...] | None = None  # normalisation (ImageNet's by default)
     std: tuple[Positive, ...] | None = None  # one value per channel, like mean
     eval_crop_fraction: CropFraction | None = None  # eval: centred crop side / shorter side (0.875 = 256->224)
 

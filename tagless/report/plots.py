@@ -1,8 +1,9 @@
 """The report's plots: one function per figure, each writes one PNG and returns its path.
 
 Inputs are plain arrays (numpy or CPU/GPU tensors); nothing here trains or evaluates.
-Matplotlib runs on the Agg backend (no display needed) and every figure is closed after
-saving, so a long ``tagless report`` does not accumulate figures.
+Matplotlib runs on the Agg backend (no display needed), text is drawn literally (no math
+parsing of ``$``), and every figure is closed after saving, so a long ``tagless report`` does
+not accumulate figures.
 
 [0] van der Maaten & Hinton, t-SNE, JMLR 2008; scikit-learn ``sklearn.manifold.TSNE``.
 [1] Paper 003 (Verelst et al., WACV 2023): distributions of the predicted scores of positive
@@ -25,6 +26,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tagless.errors import TaglessError
+
+# Text is literal in every figure: a class name, a file name or a run name with "$...$" would
+# otherwise be parsed as math (and a bad formula stops the whole figure). Every plot module
+# takes pyplot from here, so this one setting covers the report, tagless data and compare.
+matplotlib.rcParams["text.parse_math"] = False
+matplotlib.rcParams["text.usetex"] = False
 
 DPI = 110
 GREY = (0.6, 0.6, 0.6, 1.0)
