@@ -2,6 +2,7 @@
 ``model.trainable``. A tiny MoCo run on digit scenes is the pre-trained backbone; a multi-label
 classifier fine-tunes it on the same scenes' labels."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,3 +100,60 @@ def test_an_unknown_block_is_a_one_line_error():
     with pytest.raises(TaglessError, match=r"\(conv1, conv2, conv3, conv4, conv5\)"):
         load_config("multilabel_scenes", ["model.backbone=alexnet_small", "model.trainable=layer3"])
     assert load_config("multilabel_scenes", ["model.backbone=alexnet_small", "model.trainable=conv5"])
+
+
+# ---- single-label fine-tuning (paper 000's small-dataset transfer) -----------------------------
+DIGITS = ["data.source=digits", "data.image_size=16", "data.limit=160", "views.global_size=16",
+          "model.backbone=resnet18", "model.stem=cifar", "model.width=0.125", "train.batch_size=32",
+          "train.epochs=1"]
+
+
+def test_classifier_fine_tunes_single_labels_and_reports_top1(tmp_path, pretrained):
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    from tagless.engine.classifier_eval import checkpoint_test_scores, load_classifier
+
+    cfg = load_config("mls_finetune", [f"out_dir={tmp_path}", "name=cls", *DIGITS,
+                                       f"model.init_checkpoint={pretrained}", "model.trainable=head"])
+    result = train(cfg, progress=False)
+    assert set(result.test) == {"top1", "mean_per_class"}
+    ckpt = tmp_path / "cls" / "checkpoints" / "last.pt"
+    loaded, model = load_classifier(ckpt)  # the checkpoint's own classifier, as tagless eval reads it
+    test, scores = checkpoint_test_scores(model, loaded, cfg.data)
+    pred, y = scores.argmax(1).numpy(), np.asarray(test.targets)
+    assert result.test["top1"] == pytest.approx(100 * accuracy_score(y, pred), abs=1e-6)
+    assert result.test["mean_per_class"] == pytest.approx(100 * balanced_accuracy_score(y, pred), abs=1e-6)
+    assert not (tmp_path / "cls" / "test_scores.npz").exists()  # the multi-label score panels' file
+    before = load_checkpoint(pretrained)["backbone"]
+    assert _changed(before, load_checkpoint(ckpt)["backbone"]) == set()
+
+
+def test_classifier_needs_single_labels(tmp_path):
+    cfg = load_config("multilabel_scenes", [f"out_dir={tmp_path}", "name=x", *SCENES, "method.name=classifier"])
+    with pytest.raises(TaglessError, match="method classifier needs single-label data"):
+        Trainer(cfg, progress=False)
+
+
+def test_mls_transfer_runs_every_benchmark_twice(tmp_path):
+    """Paper 000, supp. A.1 / A.3: VOC2007 (mAP) and seven small datasets (top-1), 2 runs each."""
+    from tagless.compare.runner import plan_runs
+    from tagless.compare.spec import load_spec
+
+    init = tmp_path / "pretrained.pt"
+    init.write_bytes(b"")
+    spec = load_spec("mls_transfer", overrides=[f"model.init_checkpoint={init}"])
+    assert spec.seeds == [0, 1] and spec.metrics == ["top1", "map_class"]
+    plan = plan_runs(spec)
+    names = ["voc07", "cub200", "flowers", "cars", "aircraft", "indoor67", "pets", "dtd"]
+    assert [r.variant for r in plan] == names * 2
+    for run in plan:
+        assert run.cfg.model.backbone == "resnet50" and run.cfg.model.trainable == "all"
+        assert run.cfg.method.name == ("multilabel" if run.variant == "voc07" else "classifier")
+
+
+@pytest.mark.parametrize(("name", "trainable"), [("voc07_finetune_head", "head"), ("voc07_finetune_all", "all")])
+def test_voc07_recipes(name, trainable):
+    cfg = load_config(name)
+    assert cfg.model.trainable == trainable and cfg.method.name == "multilabel"
+    assert (cfg.data.source, cfg.data.train_split_name, cfg.data.test_split_name) == ("voc", "trainval", "test")
+    assert cfg.model.backbone == "alexnet"  # paper 002's Table 7 network

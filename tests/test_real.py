@@ -123,3 +123,44 @@ def test_eval_real_needs_as_many_entries_as_images(tmp_path, capsys):
     np.savez(features, scores=SCORES[:4])
     assert main(["eval", "real", "--features", str(features), "--real-labels", str(_real_file(tmp_path))]) == 2
     assert "4 scored images but 5 entries" in capsys.readouterr().err
+
+
+def test_eval_real_of_a_classifier_checkpoint_matches_images_by_file_name(tmp_path, capsys):
+    """A single-label classifier fine-tuned on an image folder whose test images carry ImageNet
+    validation names, stored by class folder (not in file order): each gets its own ReaL list."""
+    from PIL import Image
+
+    from tagless.engine.classifier_eval import checkpoint_test_scores, load_classifier
+    from tagless.engine.run_config import load_config
+    from tagless.engine.trainer import train
+
+    rng = np.random.default_rng(0)
+    colours = ((200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40))
+    for split, n in (("train", 6), ("test", 2)):
+        for c, colour in enumerate(colours):
+            folder = tmp_path / "imagenet" / split / f"n0{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (16, 16, 3)), 0, 255).astype(np.uint8)
+                # class c's test images are validation images c + 1 and c + 5
+                name = f"ILSVRC2012_val_{c + 1 + 4 * i:08d}.png" if split == "test" else f"train_{c}_{i}.png"
+                Image.fromarray(pixels).save(folder / name)
+    real = [[0], [1, 3], [], [3], [0, 2], [1], [2], []]  # entries 1..8 in file order
+    real_path = _real_file(tmp_path, real)
+    overrides = [f"out_dir={tmp_path}", "name=cls", f"data.root={tmp_path / 'imagenet'}", "data.image_size=16",
+                 "data.cache_dir=", "views.global_size=16", "model.backbone=resnet18", "model.stem=cifar",
+                 "model.width=0.125", "model.init_checkpoint=", "train.batch_size=8", "train.epochs=1"]
+    cfg = load_config("mls_finetune", overrides)
+    train(cfg, progress=False)
+    ckpt = tmp_path / "cls" / "checkpoints" / "last.pt"
+    assert main(["eval", "real", "--checkpoint", str(ckpt), "--real-labels", str(real_path), "--json"]) == 0
+    out = _last_json(capsys)
+    assert out["results"][0]["scores"] == "the checkpoint's classifier"
+    loaded, model = load_classifier(ckpt)
+    test, scores = checkpoint_test_scores(model, loaded, cfg.data)
+    numbers = [int(p[-12:-4]) for p in test.paths]
+    assert numbers == [1, 5, 2, 6, 3, 7, 4, 8]  # class-folder order, not file order
+    expected = real_scores(scores.numpy(), [real[k - 1] for k in numbers])
+    assert out["real_top1"] == pytest.approx(expected["real_top1"])
+    assert out["real_map"] == pytest.approx(expected["real_map"])
+    assert out["left_out"] == 2

@@ -6,6 +6,8 @@ reports (``TrainResult.test``, ``test.json``) and ``tagless compare`` tabulates.
   thresholds of ``data.object_size_thresholds``; paper 003, supp. D);
 - the logit bias of paper 001 (mean logit of positives and of negatives) and the mean number
   of confident classes per image (sigmoid > 0.5; paper 003, Fig. F.1: AN collapses to one).
+
+A single-label classifier (method ``classifier``) gets top-1 and mean-per-class accuracy instead.
 """
 
 from __future__ import annotations
@@ -42,8 +44,21 @@ def test_scores(method, dataset, cfg, device) -> tuple[torch.Tensor, torch.Tenso
     return scores, torch.as_tensor(np.asarray(dataset.targets))
 
 
+def single_label_numbers(scores: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """A single-label classifier's (method ``classifier``) top-1 and mean-per-class accuracy (%),
+    over the labelled images (paper 000's transfer tables report top-1)."""
+    keep = targets >= 0
+    y = targets[keep].long()
+    correct = (scores[keep].argmax(1) == y).double()
+    per_class = torch.stack([correct[y == c].mean() for c in torch.unique(y)])
+    return {"top1": 100 * float(correct.mean()), "mean_per_class": 100 * float(per_class.mean())}
+
+
 def score_numbers(scores: torch.Tensor, targets: torch.Tensor, dataset=None, cfg=None) -> dict[str, float]:
-    """The numbers of the module docstring (percentages for the mAPs)."""
+    """The numbers of the module docstring (percentages for the mAPs); for single labels (N
+    targets), :func:`single_label_numbers`."""
+    if targets.ndim == 1:
+        return single_label_numbers(scores, targets)
     from tagless.eval import map_class, map_sample
     from tagless.eval.multilabel_analysis import confident_counts, logit_bias
 

@@ -141,7 +141,7 @@ class Trainer:
 
         self.train_set = build_dataset(cfg.data, "train")
         self.train_set, self.val_set, self.label_split = prepare_labels(cfg, self.train_set, self.run_dir, resume)
-        classifier = getattr(METHODS.get(cfg.method.name), "uses_loss", False)
+        classifier = hasattr(METHODS.get(cfg.method.name), "class_scores")  # scored on the test split
         self.test_set = build_dataset(cfg.data, "test") if cfg.train.knn_every_epochs or classifier else None
         # The monitor watches the clean validation carve-out when there is one, else the test split.
         self.held_out = (self.val_set or self.test_set) if cfg.train.knn_every_epochs else None
@@ -405,7 +405,8 @@ class Trainer:
                 record.update(selected_epoch=self.best["epoch"], select_metric=self.best["metric"],
                               select_value=self.best["value"], last_epoch=epochs, last_epoch_test=last or numbers)
             write_text_atomic(self.run_dir / "test.json", json.dumps(record, indent=2))
-            save_test_scores(self.run_dir, scores, targets)
+            if targets.ndim == 2:  # multi-label logits, for the report's and compare's score panels
+                save_test_scores(self.run_dir, scores, targets)
         return numbers, last
 
     def evaluate(self) -> dict[str, float]:

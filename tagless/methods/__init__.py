@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from tagless.methods.classifier import Classifier, ClassifierConfig
 from tagless.methods.config import MethodConfig
 from tagless.methods.contract import Batch, DataInfo, EpochContext, Method, OptimizerSpec, hook
 from tagless.methods.logo import Logo, LogoConfig
@@ -19,7 +20,7 @@ from tagless.methods.simsiam import SimSiam, SimSiamConfig
 from tagless.methods.swav import SwAV, SwavConfig
 
 METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "simsiam": SimSiam, "sela": SeLa, "swav": SwAV, "logo": Logo,
-                                     "mls": MLS, "multilabel": MultiLabel}
+                                     "mls": MLS, "multilabel": MultiLabel, "classifier": Classifier}
 
 
 def build_method(cfg: MethodConfig, backbone: nn.Module, views, data: DataInfo, seed: int = 0, loss=None) -> nn.Module:
@@ -40,6 +41,8 @@ __all__ = [
     "METHODS",
     "MLS",
     "Batch",
+    "Classifier",
+    "ClassifierConfig",
     "DataInfo",
     "EpochContext",
     "Logo",

@@ -1,7 +1,8 @@
 """The classifier sections of a ``multilabel`` run's report: the label split's statistics
 (paper 003, Tables K.1-K.3), the test numbers of its own classifier with the analyses of
 papers 001 / 003 (score histograms, confident classes per image, logit bias, per-size mAP),
-and class activation maps of a few test images."""
+and class activation maps of a few test images; a single-label ``classifier`` run's top-1
+and mean-per-class accuracy."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ def classifier_sections(run, out_dir, cams: list[int] | None = None) -> list[dic
     test, scores = checkpoint_test_scores(model, run.backbone, run.data, test=run.split("test"))
     targets = torch.as_tensor(np.asarray(test.targets))
     numbers = score_numbers(scores, targets, test, cfg)
+    if targets.ndim == 1:  # a single-label classifier (method classifier): its numbers only
+        text = "The model's own classifier on the test split: top-1 and mean-per-class accuracy (%)."
+        return [*sections, {"title": "Classifier on the test split", "text": text,
+                            "table": [{k: round(v, 3) for k, v in numbers.items()}], "images": []}]
     name = f"{cfg.loss.name} ({cfg.labels.mode} labels)"
     images = [str(plot_run_score_histograms({name: score_histograms(scores, targets)},
                                             out_dir / "classifier_scores.png")),
