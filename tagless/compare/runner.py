@@ -26,7 +26,7 @@ from tagless.compare.table import (
     summarise,
     write_csv,
 )
-from tagless.engine.run_config import load_config
+from tagless.engine.run_config import config_from_dict, load_config
 from tagless.engine.trainer import train
 from tagless.errors import TaglessError
 from tagless.files import write_text_atomic
@@ -59,12 +59,22 @@ def _stale(run_dir: Path, cfg) -> str | None:
         return f"its config.yaml cannot be read ({type(e).__name__})"
     if not isinstance(saved, dict):
         return "its config.yaml is not a mapping of sections"
-    saved = config_io.flatten(saved)
+    saved = _with_defaults(saved)
     now = config_io.flatten(config_io.to_dict(cfg))
     for key in sorted(set(saved) | set(now)):
         if key != "out_dir" and saved.get(key) != now.get(key):
             return f"{key}: {saved.get(key)!r} -> {now.get(key)!r}"
     return None
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A saved config read through today's schema (flattened), so that a field added since, whose
+    default keeps the old behaviour (``model.trainable: all``, the ``probe`` section), is no
+    difference; as saved when today's schema refuses it (a field renamed or removed since)."""
+    try:
+        return config_io.flatten(config_io.to_dict(config_from_dict(saved)))
+    except TaglessError:
+        return config_io.flatten(saved)
 
 
 def _read_result(run_dir: Path) -> dict | None:
