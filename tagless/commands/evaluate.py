@@ -50,7 +50,8 @@ def add_parser(sub) -> None:
     src.add_argument("--checkpoint", help="a tagless checkpoint (runs/NAME/checkpoints/last.pt)")
     src.add_argument("--features", help=".npz with x_train, y_train, x_test, y_test (multi-label y: N x C of 1/0/-1)")
     common.add_argument("--data",
-                        help="run-config YAML or bundled recipe whose data section to use (default: the checkpoint's)")
+                        help="run-config YAML or bundled recipe (transfer_dtd, ...) whose data section to use "
+                             "(default: the checkpoint's) and whose probe section sets the linear probe's defaults")
     common.add_argument("--set", dest="data_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a data field, e.g. --set source=cifar10 --set root=/data/cifar-10-batches-py")
     common.add_argument("--layer", default=None, help="an intermediate layer instead of the pooled output")

@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
     p.add_argument("--help-config", metavar="SECTION", nargs="?", const="all",
                    help="print the fields of a config section with defaults and comments (data, views, model, "
-                        "method, method.NAME, optim, train; no SECTION: all) and exit")
+                        "method, method.NAME, labels, loss, optim, train, probe; no SECTION: all) and exit")
     p.set_defaults(func=run)
 
 
