@@ -133,28 +133,32 @@ def test_real_cifar_pickles_still_load(tmp_path, protocol):
     assert ds.images[1].transpose(2, 0, 1).reshape(-1).tolist() == rows[1].tolist()
 
 
-def fake_run(run_dir: Path, *data: str) -> Path:
+def fake_run(run_dir: Path, *data: str, method: dict | None = None) -> Path:
     """A run directory with a tiny checkpoint whose stored data section is ``data``."""
     cfg = load_config("demo_moco", [f"out_dir={run_dir.parent}", f"name={run_dir.name}", "model.width=0.125",
                                     "views.global_size=16", "data.image_size=16", *data])
     model = build_backbone_from_config(cfg.model)
     save_atomic({"format": FORMAT, "backbone": model.state_dict(), "backbone_name": cfg.model.backbone,
-                 "backbone_kwargs": backbone_kwargs(cfg.model), "method": {}, "step": 1, "epoch": 1,
+                 "backbone_kwargs": backbone_kwargs(cfg.model), "method": method or {}, "step": 1, "epoch": 1,
                  "config": config_io.to_dict(cfg), "history": "[]", "selection": "{}"},
                 run_dir / "checkpoints" / "last.pt")
     (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "epoch": 1.0, "split": "train", "loss": 1.0}) + "\n")
     return run_dir
 
 
-def test_shared_run_directory_cannot_run_code_on_report(workdir, capsys):
+@pytest.mark.parametrize("command", ["report", "eval", "labels"])
+def test_shared_run_directory_cannot_run_code(workdir, capsys, command):
     """A checkpoint whose data section points at a crafted CIFAR folder inside the run folder:
-    ``tagless report`` says where the data comes from and refuses the pickle."""
+    ``tagless report`` / ``eval`` / ``labels`` say where the data comes from and refuse the pickle."""
     run_dir = workdir / "shared" / "run"
     marker = workdir / "marker"
     cifar_folder(run_dir / "data", marker)
-    fake_run(run_dir, "data.source=cifar10", f"data.root={run_dir / 'data'}")
+    fake_run(run_dir, "data.source=cifar10", f"data.root={run_dir / 'data'}",
+             method={"labels": torch.zeros(1, 10, dtype=torch.long)})  # a self-labelling run's labels
+    argv = {"report": ["report", run_dir, "--device", "cpu"], "labels": ["labels", run_dir],
+            "eval": ["eval", "knn", "--checkpoint", run_dir / "checkpoints" / "last.pt", "--device", "cpu"]}[command]
     before = snapshot(workdir)
-    code, out, err = cli(["report", run_dir, "--device", "cpu"], capsys)
+    code, out, err = cli(argv, capsys)
     assert code == 2
     assert_one_line_error(err, str(run_dir / "data" / "batches.meta"), "refused")
     assert f"data: cifar10 at {run_dir / 'data'} (the data section stored in" in out
@@ -224,7 +228,7 @@ def test_voc_entities_are_refused(workdir, capsys, xml):
     start = time.perf_counter()
     code, _, err = cli(["data", "data.source=voc", f"data.root={root}", "--out", ""], capsys)
     assert code == 2 and time.perf_counter() - start < 30
-    assert_one_line_error(err, str(root / "Annotations" / "x1.xml"), "refused", "entities")
+    assert_one_line_error(err, str(root / "Annotations" / "x1.xml"), "refused: the XML declares entities")
     assert changed(before, snapshot(workdir)) == set()
 
 
@@ -559,6 +563,18 @@ def test_result_files_are_written_through_the_atomic_helpers(module):
             if any(m and m[0] in "wax" for m in modes):
                 direct.append(f"{module}:{node.lineno} open")
     assert direct == []
+
+
+def test_compare_never_deletes_or_joins_a_run_another_process_trains(tmp_path):
+    from tagless.compare.runner import PlannedRun, _run_one
+
+    cfg = load_config("demo_moco", [f"out_dir={tmp_path}", "name=live", *TINY[:-1]])
+    cfg.run_dir.mkdir()
+    (cfg.run_dir / "metrics.jsonl").write_text("{}\n")  # started, no checkpoint yet: "new" to compare
+    with FileLock(cfg.run_dir / ".lock"):
+        row = _run_one(PlannedRun("v", 0, cfg, "new"), progress=False)
+    assert row["status"] == "failed" and "being trained by another process" in row["error"]
+    assert (cfg.run_dir / "metrics.jsonl").read_text() == "{}\n"
 
 
 def test_compare_treats_an_unreadable_config_as_stale(tmp_path):

@@ -29,7 +29,7 @@ from tagless.compare.table import (
 from tagless.engine.run_config import config_from_dict, load_config
 from tagless.engine.trainer import train
 from tagless.errors import TaglessError
-from tagless.files import write_text_atomic
+from tagless.files import is_locked, write_text_atomic
 from tagless.tables import format_table, json_safe
 
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -149,6 +149,8 @@ def _run_one(run: PlannedRun, progress: bool) -> dict:
         record = _read_result(run.run_dir)
         return row | {"status": "reused", "metrics": run_metrics(record), "error": None,
                       "selection": record.get("selection") or {}}
+    if is_locked(run.run_dir / ".lock"):  # another process trains it: neither delete nor join it
+        return row | {"status": "failed", "metrics": {}, "error": f"{run.run_dir} is being trained by another process"}
     if run.status == "new" and run.run_dir.exists():  # --rerun, or a run stopped before its first checkpoint
         shutil.rmtree(run.run_dir)
     resumed = run.status == "resume"
