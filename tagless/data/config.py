@@ -56,9 +56,9 @@ class DataConfig:
     scene_noise_std: Annotated[float, Range(0, 255)] = 0.0  # gaussian background noise, in uint8 grey levels
     # COCO's small/medium/large limits in original pixels^2
     object_size_thresholds: tuple[Positive, Positive] = (1024.0, 9216.0)
-    # image files of more pixels (width x height, read from the header) are skipped as unreadable,
-    # never decoded: decompression bombs. Default: Pillow's Image.MAX_IMAGE_PIXELS
-    max_image_pixels: AtLeastOne = PILLOW_MAX_PIXELS
+    # Image files of more pixels (width x height, read from the header) are skipped as unreadable,
+    # never decoded: a small PNG can hold a decompression bomb. The default is Pillow's limit.
+    max_image_pixels: AtLeastOne = PILLOW_MAX_PIXELS  # larger image files are skipped unread (Pillow's limit)
 
     def validate(self) -> None:
         """Called by the config loader: the source must be registered and values in range."""
