@@ -1,5 +1,5 @@
 """The ``tagless`` command: parses the command line and dispatches to the subcommand's module
-in :mod:`tagless.commands` (demo, train, report, data, labels, compare, eval)."""
+in :mod:`tagless.commands` (demo, train, report, data, labels, compare, eval, export)."""
 
 from __future__ import annotations
 

@@ -656,25 +656,12 @@ def _numeric(tp) -> tuple[bool, int]:
 # are refused everywhere (config_io); the methods' and losses' ranges are declared by their
 # owners in tagless/methods and tagless/losses, whose validate() has not caught up on these.
 ACCEPTED = {
-    ("method.moco", "proj_dim", "-1"): "methods/moco.py declares no range yet",
-    ("method.moco", "proj_hidden_dim", "-1"): "methods/moco.py declares no range yet",
-    ("method.simsiam", "proj_dim", "-1"): "methods/simsiam.py declares no range yet",
-    ("method.simsiam", "proj_hidden_dim", "-1"): "methods/simsiam.py declares no range yet",
-    ("method.simsiam", "pred_hidden_dim", "-1"): "methods/simsiam.py declares no range yet",
-    ("method.simsiam", "proj_layers", "-1"): "methods/simsiam.py declares no range yet",
     ("method.sela", "hidden_layers", "-1"): "methods/sela.py declares no range yet",
     ("method.sela", "hidden_dim", "-1"): "methods/sela.py declares no range yet",
     ("method.sela", "label_updates", "-1"): "-1 means auto (100 updates, 0 with labels_csv)",
     ("method.sela", "sinkhorn_tol", "-1"): "methods/sela.py declares no range yet",
     ("method.sela", "sinkhorn_max_iters", "-1"): "methods/sela.py declares no range yet",
     ("method.sela", "prior_param", "-1"): "methods/sela.py declares no range yet",
-    ("method.logo", "proj_hidden_dim", "-1"): "methods/logo.py declares no range yet",
-    ("method.logo", "pred_hidden_dim", "-1"): "methods/logo.py declares no range yet",
-    ("method.mls", "proj_dim", "-1"): "methods/mls.py declares no range yet",
-    ("method.mls", "proj_hidden_dim", "-1"): "methods/mls.py declares no range yet",
-    ("loss.two_way_margin", "margin", "-1"): "losses/registry.py declares no range yet",
-    ("loss.hill", "margin", "-1"): "losses/registry.py declares no range yet",
-    ("loss.splc", "margin", "-1"): "losses/registry.py declares no range yet",
 }
 
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from tagless.config_io import TaggedUnion
+from tagless.config_io import NonNegative, TaggedUnion
 from tagless.errors import TaglessError
 from tagless.losses.large_loss import RATE_OF, SCHEDULES, ll_cp, ll_cp_corrections, ll_ct, ll_r
 from tagless.losses.multilabel import (
@@ -202,7 +202,7 @@ class TwoWayMarginConfig(LossConfig):
     """Two-way loss with a Circle-style margin instead of the temperature (paper 001 supp. A.1)."""
 
     name: str = "two_way_margin"
-    margin: float = 1.0  # eps = eps_N - eps_P added inside the softplus (our default; the paper's is unknown)
+    margin: NonNegative = 1.0  # eps = eps_N - eps_P added inside the softplus (our default; the paper's is unknown)
     unknown: str = "ignore"  # negative | ignore
 
 
@@ -211,7 +211,7 @@ class WarpConfig(LossConfig):
     """WARP, deterministic rank estimate (paper 001 supp. Tab. B baseline)."""
 
     name: str = "warp"
-    margin: float = 1.0  # hinge margin between a positive and a negative logit
+    margin: NonNegative = 1.0  # hinge margin between a positive and a negative logit
     unknown: str = "ignore"  # negative | ignore
 
     def validate(self) -> None:
@@ -240,7 +240,7 @@ class HillConfig(LossConfig):
 
     name: str = "hill"
     lamb: float = 1.5  # lambda of the Hill negative term (lambda - p) p^2
-    margin: float = 1.0  # logit margin of the positives' focal-margin term
+    margin: NonNegative = 1.0  # logit margin of the positives' focal-margin term
     gamma: float = 2.0  # focusing exponent of the positives
     unknown: str = "negative"  # negative | ignore
     reduction: str = "mean"  # mean | sum (official)
@@ -257,7 +257,7 @@ class SplcConfig(LossConfig):
     name: str = "splc"
     tau: float = 0.6  # pseudo-positive threshold on sigmoid scores (0.65 for COCO 75% labels)
     change_epoch: int = 1  # first (0-based) epoch with pseudo-positives
-    margin: float = 1.0  # logit margin of the observed positives
+    margin: NonNegative = 1.0  # logit margin of the observed positives
     gamma: float = 2.0  # focusing exponent
     unknown: str = "negative"  # negative | ignore
     reduction: str = "mean"  # mean | sum (official)

@@ -27,6 +27,7 @@ from torch.func import functional_call
 from torch.nn.utils import get_total_norm
 
 from tagless import distributed as dist
+from tagless.config_io import AtLeastOne, Count
 from tagless.errors import TaglessError
 from tagless.losses.contrastive import contrastive_accuracy
 from tagless.losses.logo import (
@@ -59,9 +60,9 @@ class LogoConfig(MethodConfig):
     name: str = "logo"
     base: str = "moco"  # moco (MoCo-LoGo) | simsiam (SimSiam-LoGo)
     proj_dim: int = 128  # d of z; the critic sees [z_a, z_b] (2d)
-    proj_hidden_dim: int = 0  # 0 = the backbone's width
+    proj_hidden_dim: Count = 0  # 0 = the backbone's width
     proj_layers: int = 2  # simsiam projector (its CIFAR setting); MoCo's is 2 layers without BN
-    pred_hidden_dim: int = 512  # simsiam predictor bottleneck
+    pred_hidden_dim: AtLeastOne = 512  # simsiam predictor bottleneck
     fix_predictor_lr: bool = True  # simsiam
     queue_size: int = 4096  # moco K ([1]: 4096)
     momentum: float = 0.999  # moco key encoder EMA

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from tagless import distributed as dist
+from tagless.config_io import AtLeastOne, Count
 from tagless.errors import TaglessError
 from tagless.losses import contrastive_accuracy, info_nce
 from tagless.methods.common import (
@@ -34,8 +35,8 @@ class MocoConfig(MethodConfig):
     """MoCo-v2 hyper-parameters (defaults from [1] and the official code)."""
 
     name: str = "moco"
-    proj_dim: int = 128  # output of the MLP head
-    proj_hidden_dim: int = 0  # 0 = the backbone's width, as in [1]
+    proj_dim: AtLeastOne = 128  # output of the MLP head
+    proj_hidden_dim: Count = 0  # 0 = the backbone's width, as in [1]
     queue_size: int = 65536  # K
     momentum: float = 0.999  # m of the key encoder
     temperature: float = 0.2  # T (0.07 in MoCo-v1 and in LoGo's code)

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from tagless import distributed as dist
+from tagless.config_io import AtLeastOne
 from tagless.losses import negative_cosine
 from tagless.methods.config import MethodConfig
 from tagless.methods.contract import Batch, DataInfo
@@ -22,10 +23,10 @@ from tagless.models.heads import mlp
 @dataclass
 class SimSiamConfig(MethodConfig):
     name: str = "simsiam"
-    proj_dim: int = 2048  # output of projector and predictor (ImageNet setting of [0])
-    proj_hidden_dim: int = 2048
-    pred_hidden_dim: int = 512  # predictor bottleneck
-    proj_layers: int = 3  # [0] uses 3 on ImageNet, 2 on CIFAR
+    proj_dim: AtLeastOne = 2048  # output of projector and predictor (ImageNet setting of [0])
+    proj_hidden_dim: AtLeastOne = 2048
+    pred_hidden_dim: AtLeastOne = 512  # predictor bottleneck
+    proj_layers: AtLeastOne = 3  # [0] uses 3 on ImageNet, 2 on CIFAR
     fix_predictor_lr: bool = True  # [0] Sec. 4.3: a constant predictor lr works best
     sync_bn: bool = True  # global-batch BN under DDP, as [0] uses SyncBN
 
