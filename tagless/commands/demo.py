@@ -115,9 +115,12 @@ def untrained_row(cfg) -> dict:
     """The classifier at its random init (the seed the trained rows start from), on the test split."""
     start = time.perf_counter()
     trainer = Trainer(cfg, progress=False)  # the seeded model, untrained (it writes only the label split)
-    scores, targets = test_scores(trainer.method, trainer.test_set, cfg, trainer.device)
-    return _sp_row("untrained (random init)", score_numbers(scores, targets, trainer.test_set, cfg),
-                   time.perf_counter() - start)
+    try:
+        scores, targets = test_scores(trainer.method, trainer.test_set, cfg, trainer.device)
+        numbers = score_numbers(scores, targets, trainer.test_set, cfg)
+    finally:
+        trainer.close()  # the run directory's lock: the trained run takes it next
+    return _sp_row("untrained (random init)", numbers, time.perf_counter() - start)
 
 
 def single_positive_rows(out_dir, stamp, epochs, overrides, progress) -> tuple[list[dict], list[str], object]:
