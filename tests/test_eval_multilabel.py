@@ -276,7 +276,9 @@ def test_eval_map_passes_areas_and_thresholds(monkeypatch, capsys):
 
     data = DataConfig(source="digit_scenes", image_size=64, scene_count=60, scene_digit_size=(8, 40),
                       object_size_thresholds=(200.0, 900.0), cache_dir="")
-    monkeypatch.setattr(features, "load_backbone", lambda ckpt, device: None)
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(features, "load_backbone", lambda ckpt, device: SimpleNamespace(checkpoint_path=ckpt))
     monkeypatch.setattr(features, "data_config_for", lambda loaded, path, overrides: data)
     monkeypatch.setattr(features, "dataset_features",
                         lambda loaded, d, split, *a, **k: (np.zeros((1, 2), np.float32), build_dataset(d, split)))
