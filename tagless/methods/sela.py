@@ -239,12 +239,14 @@ class SeLa(nn.Module):
         """The run's training views, the ``v``-th draw of the epoch pass's generator."""
         return lambda images, g: self.views(images, torch.Generator(g.device).manual_seed(g.initial_seed() + v))
 
-    def _train_mode_pass(self, ctx: EpochContext, v: int, fn=None) -> torch.Tensor:
-        """``fn`` (default: the trunk) of this rank's images, one training view each, with the
-        network in train mode, in a seeded random order and batches of about
+    @torch.no_grad()
+    def _train_mode_pass(self, ctx: EpochContext, v: int, fn=None, dim: int | None = None) -> torch.Tensor:
+        """``fn`` (default: the trunk; ``dim`` outputs) of this rank's images, one training view
+        each, with the network in train mode, in a seeded random order and batches of about
         ``label_batch_size / world_size`` (the official label pass: the shuffled training loader,
         so a batch's BN statistics do not follow the dataset's order). Rows come back in index
-        order. Runs under the caller's autocast, as the engine's epoch pass does."""
+        order. Runs under the caller's autocast (the epoch context does not say whether
+        ``train.amp`` is on)."""
         fn = fn or self.trunk
         idx = ctx.indices()
         order = np.random.default_rng([self.seed, 2020, ctx.epoch, ctx.rank, v]).permutation(len(idx))
@@ -259,7 +261,7 @@ class SeLa(nn.Module):
             outs.append(fn(self.views(images, torch.Generator(images.device).manual_seed(seed)).crops[0]).float())
         self.train(was)
         if not outs:
-            return torch.empty(0, self.trunk_dim, device=ctx.device)
+            return torch.empty(0, dim or self.trunk_dim, device=ctx.device)
         out = torch.cat(outs)  # row j is local image order[j]
         return torch.empty_like(out).index_copy_(0, torch.as_tensor(order, device=out.device), out)
 
@@ -279,7 +281,7 @@ class SeLa(nn.Module):
         total = 0
         for v in range(self.cfg.label_views):
             if self.cfg.label_pass == "train":
-                scores = self._train_mode_pass(ctx, v, fn)
+                scores = self._train_mode_pass(ctx, v, fn, dim=sum(sizes))
             else:
                 scores = ctx.dataset_pass(lambda vw: fn(vw.crops[0]), views=self._view_maker(v), gather=False)[1]
             total = total + scores

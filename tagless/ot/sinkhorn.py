@@ -29,9 +29,13 @@ about 1e-6; SeLa asks for fp64, as the official self-label code computes.
 
 One iteration, per row block: ``alpha = r / (A beta)``, then ``t += A^T alpha``; after the
 blocks (and an all-reduce of t across processes) ``beta = c / t``. Block sizes (`block_rows`):
-on a CPU, slices of about 4M entries (a share of the last-level cache, few enough Python
-calls); on an accelerator, all rows at once when A needs no conversion, else as many rows as
-a 2 GiB converted block holds (a few large launches per iteration, not thousands).
+all rows at once when A is stored in ``dtype`` (a block is then a view: two BLAS calls and a
+division per iteration), else blocks converted on the fly: about 4M entries on a CPU (the
+converted block stays in cache for its second read), as many rows as 2 GiB hold on an
+accelerator (a few large launches per iteration, not thousands). Measured on a 2-core VM
+(BENCHMARKS.md), cache-sized blocks of a kernel stored in ``dtype`` gained nothing over one
+block: the second read of a cached block cost 60-90% of the first, and the per-block calls
+(each an OpenMP region) cost up to 6x when the cores are shared.
 
 Warm starts. The column scaling of the unshifted problem, ``beta_k * exp(-g_k)``, spans more
 than fp64's range when a cluster is predicted far below the others (g_k of -1000 at lambda 25
@@ -56,7 +60,7 @@ from tagless import distributed as dist
 from tagless.errors import TaglessError
 
 OUTPUTS = ("labels", "probs", "plan")
-CPU_BLOCK_ENTRIES = 1 << 22  # entries per row block on a CPU (16 MiB of fp32)
+CPU_BLOCK_ENTRIES = 1 << 22  # entries per converted row block on a CPU (32 MiB of fp64)
 ACCEL_BLOCK_BYTES = 2 << 30  # the largest converted / temporary block on an accelerator
 
 
@@ -81,13 +85,13 @@ class SinkhornResult:
 
 def block_rows(n: int, k: int, device_type: str, entry_bytes: int) -> int:
     """Rows per block for an ``n x k`` kernel on ``device_type`` when a block costs
-    ``entry_bytes`` of temporary memory per entry (0: a view, nothing converted). CPU: about
-    ``CPU_BLOCK_ENTRIES`` entries. Accelerators: every row when nothing is converted, else as
-    many as ``ACCEL_BLOCK_BYTES`` hold."""
-    if device_type == "cpu":
-        return max(1, CPU_BLOCK_ENTRIES // max(k, 1))
+    ``entry_bytes`` of temporary memory per entry (0: a view, nothing converted): every row
+    when nothing is converted; else about ``CPU_BLOCK_ENTRIES`` entries on a CPU and as many
+    rows as ``ACCEL_BLOCK_BYTES`` hold on an accelerator."""
     if entry_bytes == 0:
         return max(n, 1)
+    if device_type == "cpu":
+        return max(1, min(n, CPU_BLOCK_ENTRIES // max(k, 1)))
     return max(1, min(n, ACCEL_BLOCK_BYTES // (max(k, 1) * entry_bytes)))
 
 
