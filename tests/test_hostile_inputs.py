@@ -656,12 +656,7 @@ def _numeric(tp) -> tuple[bool, int]:
 # are refused everywhere (config_io); the methods' and losses' ranges are declared by their
 # owners in tagless/methods and tagless/losses, whose validate() has not caught up on these.
 ACCEPTED = {
-    ("method.sela", "hidden_layers", "-1"): "methods/sela.py declares no range yet",
-    ("method.sela", "hidden_dim", "-1"): "methods/sela.py declares no range yet",
     ("method.sela", "label_updates", "-1"): "-1 means auto (100 updates, 0 with labels_csv)",
-    ("method.sela", "sinkhorn_tol", "-1"): "methods/sela.py declares no range yet",
-    ("method.sela", "sinkhorn_max_iters", "-1"): "methods/sela.py declares no range yet",
-    ("method.sela", "prior_param", "-1"): "methods/sela.py declares no range yet",
 }
 
 

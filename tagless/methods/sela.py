@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tagless.config_io import AtLeastOne, Count, Positive
 from tagless.errors import TaglessError
 from tagless.methods.config import MethodConfig
 from tagless.methods.contract import Batch, DataInfo, EpochContext
@@ -51,20 +52,20 @@ class SelaConfig(MethodConfig):
     num_clusters: int = 3000  # K of every head
     num_heads: int = 1  # T
     head_clusters: list[int] = field(default_factory=list)  # per-head K instead (e.g. [10, 30, 30])
-    hidden_layers: int = 0  # MLP between backbone and heads (AlexNet's fc6-fc7: 2)
-    hidden_dim: int = 4096
+    hidden_layers: Count = 0  # MLP between backbone and heads (AlexNet's fc6-fc7: 2)
+    hidden_dim: AtLeastOne = 4096
     hidden_dropout: float = 0.5  # Dropout(p) before each hidden Linear (official AlexNet fc6-fc7); 0: none
     init_std: float = 0.01  # hidden and head Linear weights ~ N(0, std), bias 0 (the official init); 0: PyTorch's
     label_updates: int = -1  # M: updates at t_i = (i / (M - 1))^2 x epochs; -1 = auto: 100, or 0 with labels_csv
     labeller: str = "sinkhorn"  # sinkhorn | kmeans | random
     lam: float = 25.0  # lambda of Eq. 7
-    sinkhorn_tol: float = 1e-4  # L1 error of the cluster marginals
-    sinkhorn_max_iters: int = 1000  # a solve stopping here unconverged is logged and warned about (once)
+    sinkhorn_tol: Positive = 1e-4  # L1 error of the cluster marginals
+    sinkhorn_max_iters: AtLeastOne = 1000  # a solve stopping here unconverged is logged and warned about (once)
     label_pass: str = "eval"
     label_views: int = 1  # augmented / train: average log P over this many views (E_t of Sec. 3.4)
     label_batch_size: int = 256  # train: images per forward over all ranks (its BN batch; official: the training batch)
     prior: str = "uniform"  # cluster marginals: uniform | zipf | gauss (ordered by predicted mass)
-    prior_param: float = 1.0  # zipf exponent s, or gauss relative std
+    prior_param: Positive = 1.0  # zipf exponent s, or gauss relative std
     labels_csv: str = ""  # label transfer: start from these labels (tagless labels RUN_DIR); never re-labelled at 0
 
     def validate(self) -> None:
