@@ -153,6 +153,15 @@ def test_the_command_line_set_wins_over_a_variants_and_the_file_set_does_not(tmp
     assert {r.cfg.method.temperature for r in runs} == {0.3}
 
 
+def test_only_keeps_the_named_variants_and_the_reference(tmp_path):
+    variants = [*VARIANTS, {"name": "t09", "set": ["method.temperature=0.9"]}]
+    path = write_spec(tmp_path, tmp_path / "runs", variants=variants, seeds=[0])
+    assert [r.variant for r in plan_runs(load_spec(path, only=["t09"]))] == ["t02", "t09"]
+    assert [r.variant for r in plan_runs(load_spec(path))] == ["t02", "t05", "t09"]
+    with pytest.raises(TaglessError, match="--only: 'nope' is not a variant"):
+        load_spec(path, only=["nope"])
+
+
 # ---- resuming --------------------------------------------------------------------------
 def test_a_second_invocation_trains_nothing_and_a_missing_result_retrains_only_that_run(copy, trained, calls):
     again = run_compare(load_spec(copy), progress=False)

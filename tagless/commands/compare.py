@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--sweep", nargs="+", action="extend", default=None, metavar="KEY=V1,V2",
                    help="replace the file's sweep for every variant (a smaller grid on a small budget); "
                         "'none' for no sweep")
+    p.add_argument("--only", nargs="+", action="extend", default=None, metavar="VARIANT",
+                   help="run only these variants (and the file's reference)")
     p.add_argument("--rerun", action="store_true", help="retrain runs that already have a result")
     p.add_argument("--dry-run", action="store_true", help="validate every run's config, list the runs and exit")
     p.set_defaults(func=run)
@@ -30,7 +32,7 @@ def add_parser(sub) -> None:
 def run(args) -> dict:
     from tagless.compare import load_spec, run_compare
 
-    spec = load_spec(args.config, args.set, args.seeds, args.name, sweep=args.sweep)
+    spec = load_spec(args.config, args.set, args.seeds, args.name, sweep=args.sweep, only=args.only)
     try:
         result = run_compare(spec, rerun=args.rerun, dry_run=args.dry_run)
     except KeyboardInterrupt:

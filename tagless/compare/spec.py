@@ -157,10 +157,12 @@ def parse_sweep(texts: list[str]) -> dict[str, list]:
     return _sweep(out, "--sweep")
 
 
-def load_spec(path, overrides=(), seeds=None, name: str | None = None, sweep: list[str] | None = None) -> CompareSpec:
+def load_spec(path, overrides=(), seeds=None, name: str | None = None, sweep: list[str] | None = None,
+              only: list[str] | None = None) -> CompareSpec:
     """The validated compare file ``path`` (a YAML path or a bundled name). ``overrides`` apply
     to every run after the variant's own (the command line wins); ``seeds``, ``name`` and
-    ``sweep`` (``--sweep`` texts: every variant's grid) replace the file's."""
+    ``sweep`` (``--sweep`` texts: every variant's grid) replace the file's; ``only`` keeps
+    these variants (and the reference, which every difference needs)."""
     path = resolve_compare_path(str(path))
     data = config_io.read_yaml(path)
     unknown = [k for k in data if k not in KEYS]
@@ -200,6 +202,11 @@ def load_spec(path, overrides=(), seeds=None, name: str | None = None, sweep: li
     reference = data.get("reference")
     if reference is not None and reference not in seen:
         raise TaglessError(f"{path}: reference: {reference!r} is not a variant (variants: {', '.join(seen)})")
+    if only:
+        unknown = [v for v in only if v not in seen]
+        if unknown:
+            raise TaglessError(f"--only: {unknown[0]!r} is not a variant of {path} (variants: {', '.join(seen)})")
+        variants = [v for v in variants if v.name in only or v.name == reference]
     select = data.get("select", "val")
     if select not in SELECT:
         raise TaglessError(f"{path}: select: expected val (choose each grid point on the validation split) or "
