@@ -22,7 +22,10 @@ the old fixed rule (2^18 entries per block whatever the device). Run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import sys
 import time
 import warnings
 
@@ -84,6 +87,20 @@ def per_iteration(solvers: dict, iters: int, repeats: int, device: torch.device)
     return {name: (long - short) / iters for name, (short, long) in best.items()}
 
 
+@contextlib.contextmanager
+def quiet_stderr():
+    """The profiler's C++ side prints a start/stop line per profile on fd 2: hidden here."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def ops_per_iteration(n: int, k: int, rows: int, lam: float, storage, sums) -> tuple[float, float]:
     """(aten ops, ops that launch a kernel) that one iteration dispatches, from the profiles of
     a 2- and a 4-iteration solve with ``rows`` rows per block."""
@@ -93,7 +110,7 @@ def ops_per_iteration(n: int, k: int, rows: int, lam: float, storage, sums) -> t
     counts = []
     for iters in (2, 4):
         x = logits.to(storage, copy=True)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
             sinkhorn(x, lam=lam, max_iters=iters, tol=0.0, dtype=sums, inplace=True, check_inputs=False,
                      rows_per_block=rows)
         top = [e for e in prof.events() if e.cpu_parent is None and e.name.startswith("aten::")]
