@@ -25,11 +25,11 @@ M = 0.9
 T = 0.2
 
 
-def make_moco(symmetric: bool = False) -> MoCo:
+def make_moco(symmetric: bool = False, queue_keys: str = "one") -> MoCo:
     torch.manual_seed(0)
     backbone = build_backbone("resnet18", stem="cifar", width=0.125)
     cfg = MocoConfig(queue_size=24, proj_dim=16, proj_hidden_dim=32, momentum=M, temperature=T,
-                     symmetric=symmetric, bn_mode="local")
+                     symmetric=symmetric, bn_mode="local", queue_keys=queue_keys)
     method = MoCo(backbone, fixed_views, cfg, seed=0)
     # At construction f_k is an exact copy of f_q, so "which encoder sees which view" would be
     # invisible; move the key encoder away from the query encoder first.
@@ -147,6 +147,29 @@ def test_symmetric_loss_uses_the_same_queue_for_both_terms():
     assert not close(items[:N], ref["k1"], atol=1e-4)
     assert torch.equal(items[N:], queue[N:])
     assert int(method.queue.ptr) == N and int(method.queue.filled) == N
+
+
+def test_queue_keys_both_enqueues_view_1_then_view_2_keys():
+    """MoCo's own CIFAR demo: with the symmetric loss both keys enter the queue (k1 first)."""
+    method = make_moco(symmetric=True, queue_keys="both")
+    images = make_images()
+    ref = references(method, images)
+    method.step(batch(images))
+    method.after_step()
+    items = method.queue.items
+    assert close(items[:N], ref["k1"]) and close(items[N:2 * N], ref["k2"])
+    assert torch.equal(items[2 * N:], ref["queue"][2 * N:])
+    assert int(method.queue.ptr) == 2 * N and int(method.queue.filled) == 2 * N
+
+
+def test_mls_refuses_two_keys_per_image():
+    import pytest
+
+    from tagless.errors import TaglessError
+    from tagless.methods.mls import MlsConfig
+
+    with pytest.raises(TaglessError, match="one entry per image"):
+        MlsConfig(queue_keys="both").validate()
 
 
 # --- the queue ---------------------------------------------------------------------------

@@ -146,10 +146,13 @@ def class_rows(facts: dict) -> list[dict]:
             for c in facts["classes"]]
 
 
-def one_line(cfg: DataConfig, train: ImageDataset, test: ImageDataset | None) -> str:
-    """``data: digits, 1438 train / 359 test images at 16 px, single-label, 10 classes``."""
+def one_line(cfg: DataConfig, train: ImageDataset, test: ImageDataset | None,
+             val: ImageDataset | None = None) -> str:
+    """``data: digits, 1438 train / 359 test images at 16 px, single-label, 10 classes`` (with
+    ``val``: ``640 train / 160 val / 200 test``)."""
     where = f" ({cfg.root})" if cfg.root else ""
-    sizes = f"{len(train)} train" + (f" / {len(test)} test" if test is not None else "")
+    sizes = (f"{len(train)} train" + (f" / {len(val)} val" if val is not None else "")
+             + (f" / {len(test)} test" if test is not None else ""))
     kind = {"single": "single-label", "multi": "multi-label"}.get(train.label_kind, train.label_kind)
     extra = f"; {len(train.skipped)} unreadable files skipped" if train.skipped else ""
     return (f"data: {cfg.source}{where}, {sizes} images at {cfg.image_size} px, {kind}, "

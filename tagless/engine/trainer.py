@@ -303,7 +303,7 @@ class Trainer:
         if dist.is_main():
             from tagless.data.summary import one_line
 
-            print(one_line(cfg.data, self.train_set, self.held_out), flush=True)
+            print(one_line(cfg.data, self.train_set, self.test_set, self.val_set), flush=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_io.save(cfg, self.run_dir / "config.yaml")
             write_text_atomic(self.run_dir / "run_info.json", json.dumps(run_info(self.device, self.world), indent=2))

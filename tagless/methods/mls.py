@@ -58,6 +58,9 @@ class MlsConfig(MocoConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.queue_keys != "one":
+            raise TaglessError("method.queue_keys: MLS keeps one entry per image (Q_g, Q_z and the index queue "
+                               "are aligned entry by entry)")
         if self.loss not in MLS_LOSSES:
             raise TaglessError(f"method.loss: expected one of {', '.join(MLS_LOSSES)}, got {self.loss!r}")
         if self.mine_view not in ("query", "key"):

@@ -42,11 +42,15 @@ class MocoConfig(MethodConfig):
     temperature: float = 0.2  # T (0.07 in MoCo-v1 and in LoGo's code)
     symmetric: bool = False  # also use (view2 as query, view1 as key), as common on CIFAR; the queue
     # still gets one key per image (view 2's), as the paper's asymmetric MoCo-v2
+    queue_keys: str = "one"  # one: view 2's key per image (the paper's MoCo-v2) | both: with symmetric,
+    # both views' keys (MoCo's own CIFAR demo: the queue refreshes twice as fast)
     bn_mode: str = "shuffle"  # shuffle (across ranks; across BN groups on one process) | sync (global BN) | local
     bn_groups: int = 0  # shuffle on one process: BN statistics per group of the batch, as that many GPUs;
     # 0 = auto (batch / 32, between 2 and 8)
 
     def validate(self) -> None:
+        if self.queue_keys not in ("one", "both"):
+            raise TaglessError(f"method.queue_keys: expected one or both, got {self.queue_keys!r}")
         if self.bn_mode not in ("shuffle", "sync", "local"):
             raise TaglessError(f"method.bn_mode: expected shuffle, sync or local, got {self.bn_mode!r}")
         if self.queue_size < 1 or not 0.0 <= self.momentum < 1.0 or self.temperature <= 0 or self.bn_groups < 0:
@@ -107,11 +111,13 @@ class MoCo(nn.Module):
         k2 = self.keys(x2, batch.generator)
         loss = info_nce(q1, k2, negatives, self.cfg.temperature)
         acc = contrastive_accuracy(q1.detach(), k2, negatives)
+        self._keys = k2  # one key per image
         if self.cfg.symmetric:
             q2 = self.query(x2)
             k1 = self.keys(x1, batch.generator)
             loss = 0.5 * (loss + info_nce(q2, k1, negatives, self.cfg.temperature))
-        self._keys = k2  # one key per image
+            if self.cfg.queue_keys == "both":
+                self._keys = torch.cat([k1, k2])
         return loss, {"loss": loss.detach(), "contrastive_acc": acc}
 
     def epoch_logs(self) -> dict:

@@ -56,11 +56,12 @@ def feature_section(run: LoadedRun, out_dir: Path, k: int = 20, temperature: flo
 
 def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k: int = 20,
                temperature: float = 0.07, cams: list[int] | None = None, data_path: str | None = None,
-               data_overrides: list[str] = ()) -> dict:
+               data_overrides: list[str] = (), announce: bool = True) -> dict:
     """Write the report of a run directory; returns {'report': path, 'results': rows}.
     ``cams``: test-image indices whose class activation maps a classifier run draws;
     ``data_path`` / ``data_overrides``: other data than the checkpoint's data section
-    (:func:`tagless.engine.loaded_run.load_run`)."""
+    (:func:`tagless.engine.loaded_run.load_run`); ``announce``: print which data the splits
+    are read from (off for a run the caller has just trained)."""
     run_dir = Path(run_dir).absolute()
     if not run_dir.is_dir():
         raise TaglessError(f"run directory not found: {run_dir}")
@@ -69,7 +70,7 @@ def report_run(run_dir: str | Path, device: str = "auto", embed: bool = False, k
     if (run_dir / LAST).is_file():
         best = (run_dir / BEST).is_file()  # the model the run keeps: chosen on the validation split
         run = load_run(run_dir, resolve_device(device), data_path, list(data_overrides),
-                       which="best" if best else "last")
+                       which="best" if best else "last", announce=announce)
         out_dir = report_dir(run_dir)
         if best:
             sections.append({"title": "Checkpoint", "text": f"Evaluated: checkpoints/best.pt, epoch "
