@@ -181,8 +181,8 @@ def claims(per_seed: list[dict[str, dict]]) -> list[dict]:
             continue
         diff, se, noise = mean_difference(va, vb)
         holds = "holds" if diff > 0 else "does not hold"
-        out.append({"claim": f"{LABELS[a]} > {LABELS[b]}", "difference (mAP)": f"{diff:+.1f} +- {se:.1f}" if np.isfinite(se) else f"{diff:+.1f}",
-                    "verdict": f"{holds} ({noise})"})
+        size = f"{diff:+.1f} +- {se:.1f}" if np.isfinite(se) else f"{diff:+.1f}"
+        out.append({"claim": f"{LABELS[a]} > {LABELS[b]}", "difference (mAP)": size, "verdict": f"{holds} ({noise})"})
     return out
 
 
