@@ -67,7 +67,7 @@ def test_cli_train_bad_input_is_exit_2_and_one_line(tmp_path, capsys, bad):
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.timeout(40)
+@pytest.mark.timeout(90)
 def test_cli_train_sigint_is_exit_130_and_keeps_a_loadable_checkpoint(tmp_path):
     run_dir = tmp_path / "long"
     cmd = [sys.executable, "-m", "tagless.cli", "train", "demo_moco", f"out_dir={tmp_path}", "name=long", *TINY,
@@ -84,7 +84,7 @@ def test_cli_train_sigint_is_exit_130_and_keeps_a_loadable_checkpoint(tmp_path):
             assert time.monotonic() < deadline, "metrics.jsonl did not reach 3 lines within 25 s"
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=45)  # a loaded machine finishes the step slowly
     finally:
         if proc.poll() is None:
             proc.kill()
