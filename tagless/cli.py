@@ -45,6 +45,9 @@ def unexpected(error: BaseException, limit: int = 300) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tagless.data.decode import quiet_pillow_bomb_warning
+
+    quiet_pillow_bomb_warning()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

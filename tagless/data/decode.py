@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,6 +12,13 @@ from PIL import Image
 log = logging.getLogger("tagless.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def quiet_pillow_bomb_warning() -> None:
+    """decode_image checks every header against data.max_image_pixels (Pillow's limit by default)
+    and skips a larger file with its own message: Pillow's warning for the same file is noise.
+    Called by the command line (a library user keeps Pillow's warnings as they set them)."""
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageTooLarge(ValueError):
