@@ -42,8 +42,7 @@ class MocoConfig(MethodConfig):
     temperature: float = 0.2  # T (0.07 in MoCo-v1 and in LoGo's code)
     symmetric: bool = False  # also use (view2 as query, view1 as key), as common on CIFAR; the queue
     # still gets one key per image (view 2's), as the paper's asymmetric MoCo-v2, unless queue_keys=both
-    queue_keys: str = "one"  # one: view 2's key per image (the paper's MoCo-v2) | both: with symmetric,
-    # both views' keys (MoCo's own CIFAR demo: the queue refreshes twice as fast)
+    queue_keys: str = "one"  # one (view 2's key per image, as MoCo-v2) | both (symmetric: MoCo's CIFAR demo)
     bn_mode: str = "shuffle"  # shuffle (across ranks; across BN groups on one process) | sync (global BN) | local
     bn_groups: int = 0  # shuffle on one process: BN statistics per group of the batch, as that many GPUs;
     # 0 = auto (batch / 32, between 2 and 8)
