@@ -7,36 +7,21 @@ The backbone's ``state_dict`` sits under the documented key ``'backbone'`` so th
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from tagless.errors import TaglessError
-from tagless.files import chmod_default
+from tagless.files import atomic_path
 
 FORMAT = "tagless-checkpoint-v1"
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
     """Write to a temp file in the same folder, fsync, then rename over ``path``: a crash or
-    a full disk leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        chmod_default(tmp)  # mkstemp's 0600 would make the checkpoint private to its writer
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise TaglessError(f"could not write checkpoint {path}: {e.strerror or e}") from None
-        raise
+    a full disk leaves the previous file intact (:func:`tagless.files.atomic_path`)."""
+    with atomic_path(path, what="checkpoint ") as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

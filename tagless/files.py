@@ -56,10 +56,11 @@ def fsync_dir(path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, what: str = "") -> Iterator[Path]:
     """``with atomic_path(p) as tmp: write(tmp)``: whatever the block writes to ``tmp`` (a
     fresh name in p's folder) is fsynced and renamed over ``p`` when the block ends without an
-    error; on an error ``tmp`` is removed and ``p`` is left as it was."""
+    error; on an error ``tmp`` is removed and ``p`` is left as it was. ``what`` names the file
+    in the error ("checkpoint ")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -73,7 +74,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise TaglessError(f"could not write {path}: {e.strerror or e}") from None
+            raise TaglessError(f"could not write {what}{path}: {e.strerror or e}") from None
         raise
     fsync_dir(path.parent)
 
